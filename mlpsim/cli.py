@@ -1,0 +1,141 @@
+"""The ``mlpsim`` command line.
+
+    mlpsim train --preset seed --out runs/seed      # the notebook's experiment
+    mlpsim train --config my.toml --set train.steps=2000 --out runs/short
+    mlpsim train --preset seed --dry-run            # resolved config and disk space
+    mlpsim info runs/seed                           # status, progress, final losses
+
+Exit status: 0 success, 1 training failed (diverged), 2 bad input, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from .config import PRESETS, Config, ConfigError
+from .store import RunError, load_run
+
+
+def toml_dumps(d: dict) -> str:
+    """TOML text for the flat, two-level dicts that configs are."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+    lines = []
+    for section, table in d.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {value(v)}" for k, v in table.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _config_from_args(args) -> Config:
+    from .train import resolve_config
+    if args.preset and args.config:
+        raise ConfigError("give either --preset or --config, not both")
+    return resolve_config(args.config or args.preset or "seed", args.set)
+
+
+def cmd_train(args) -> int:
+    from .train import build_net, disk_bytes, train
+    cfg = _config_from_args(args)
+    if args.dry_run:
+        net = build_net(cfg)
+        print(toml_dumps(cfg.to_dict()))
+        t = cfg.train
+        print(f"# network: {net!r}")
+        print(f"# {t.instances} instance(s) x {t.steps} steps, {len(t.schedule())} checkpoints "
+              f"(steps {t.schedule()[0]} .. {t.schedule()[-1]})")
+        print(f"# disk space: {disk_bytes(cfg, net) / 2**20:.1f} MiB")
+        return 0
+    if not args.out:
+        raise ConfigError("--out DIR is required (or use --dry-run)")
+    run = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                progress=False if args.no_progress else None, threads=args.threads,
+                commit_seconds=args.commit_every)
+    print(f"run complete: {run.path}")
+    _print_losses(run)
+    return 0
+
+
+def _print_losses(run):
+    loss = np.asarray(run.loss[:, -1])
+    print(f"final loss per instance (step {int(run.steps[-1])}): "
+          + ", ".join(f"{v:.4g}" for v in loss))
+
+
+def cmd_info(args) -> int:
+    run = load_run(args.run, allow_incomplete=True)
+    m, c = run.manifest, run.config
+    print(f"run:         {run.path}")
+    print(f"status:      {m['status']}" + (f" ({m['reason']})" if m.get("reason") else ""))
+    print(f"network:     {run.net!r}, init={c.model.init}")
+    print(f"data:        target={c.data.target}, n={c.data.n}, x_range={list(c.data.x_range)}, "
+          f"seed={c.data.seed}")
+    t = c.train
+    opt = t.optimizer + (f" ({t.adam_variant})" if t.optimizer == "adam" else "")
+    print(f"training:    {t.instances} instance(s), {opt}, lr={t.lr}, dtype={t.dtype}, seed={t.seed}")
+    print(f"progress:    {m['checkpoints_written']}/{m['checkpoints_total']} checkpoints, "
+          f"step {m['steps_done']}/{m['steps_total']}")
+    if m.get("diverged"):
+        print("diverged:    " + "; ".join(f"instance {d['instance']} at step {d['step']}"
+                                          for d in m["diverged"]))
+    print(f"versions:    " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+    if len(run.steps):
+        _print_losses(run)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = argparse.ArgumentParser(prog="mlpsim", description="Reproducible small-network experiments.")
+    p.add_argument("--version", action="version", version=f"mlpsim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an ensemble and write a run directory")
+    t.add_argument("--preset", help=f"named configuration: {', '.join(PRESETS)} (default: seed)")
+    t.add_argument("--config", help="TOML configuration file")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one key; the value is parsed as TOML (repeatable)")
+    t.add_argument("--out", help="run directory to write")
+    g = t.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and disk space")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=int, help="numba threads (results do not depend on it)")
+    t.add_argument("--commit-every", type=float, default=2.0, metavar="SECONDS",
+                   help="how often progress is made durable (default 2)")
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("info", help="describe a run directory")
+    i.add_argument("run", help="run directory")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv=None) -> int:
+    from .train import TrainingDiverged
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, RunError) as exc:
+        print(f"mlpsim: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"mlpsim: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mlpsim: interrupted; progress is saved, continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

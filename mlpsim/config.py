@@ -1,0 +1,317 @@
+"""Run configuration: frozen, validated dataclasses, TOML files, overrides, presets.
+
+A configuration has three sections, ``model``, ``data`` and ``train``; the
+defaults are the seed notebook's experiment (``../shared/seed/README.md``)::
+
+    [model]
+    widths = [1, 8, 8, 8, 1]
+    activation = "relu"          # relu | tanh | identity | leaky_relu
+    init = "kaiming_normal"      # see mlpsim.init.INIT_SCHEMES
+    bias_init = "zeros"          # zeros | normal | uniform | fan_in_uniform
+    [data]
+    target = "piecewise"
+    n = 5000
+    x_range = [-3.0, 3.0]
+    seed = 23049829048
+    [train]
+    optimizer = "adam"           # gd | momentum | adam
+    adam_variant = "wolfram"     # wolfram (the seed's) | kingma (textbook / PyTorch)
+    lr = 0.001
+    steps = 15000
+    checkpoint_every = 10
+    instances = 5
+    seed = 123456
+    dtype = "float64"            # float64 | float32
+
+Checkpoint schedule: the initial parameters (step 0), then every
+``checkpoint_every`` steps, and always the last step; when ``checkpoint_every``
+does not divide ``steps`` the last interval is shorter. ``checkpoint_steps``, a
+list of step numbers, replaces that schedule (0 and ``steps`` are added).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import kernels
+from .data import TARGETS
+from .init import BIAS_INITS, INIT_SCHEMES
+from .model import ACTIVATIONS, unknown_name_message, validate_widths
+
+OPTIMIZERS = ("gd", "momentum", "adam")
+ADAM_VARIANTS = ("wolfram", "kingma")
+DTYPES = ("float64", "float32")
+ON_DIVERGENCE = ("stop", "continue")
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message names the key."""
+
+
+def _require(cond: bool, key: str, message: str):
+    if not cond:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _choice(key: str, value, allowed):
+    if value not in allowed:
+        raise ConfigError(f"{key}: " + unknown_name_message("value", value, allowed))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    widths: tuple = (1, 8, 8, 8, 1)
+    activation: str = "relu"
+    init: str = "kaiming_normal"
+    bias_init: str = "zeros"
+    bias_scale: float = 0.0
+    leaky_slope: float = 0.01
+    #: path of an ``.npz`` with arrays ``mask_1 ... mask_L`` (absent = dense), or ""
+    masks: str = ""
+    #: path of a ``.npy`` with explicit initial parameters, (P,) or (instances, P), or ""
+    init_params: str = ""
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "widths", validate_widths(self.widths))
+        except ValueError as exc:
+            raise ConfigError(f"model.widths: {exc}") from None
+        _choice("model.activation", self.activation, ACTIVATIONS)
+        _choice("model.init", self.init, INIT_SCHEMES)
+        _choice("model.bias_init", self.bias_init, BIAS_INITS)
+        for key in ("bias_scale", "leaky_slope"):
+            v = getattr(self, key)
+            _require(_is_number(v) and math.isfinite(v) and v >= 0, f"model.{key}",
+                     f"must be a finite number >= 0, got {v!r}")
+        for key in ("masks", "init_params"):
+            _require(isinstance(getattr(self, key), str), f"model.{key}", "must be a path string")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    target: str = "piecewise"
+    n: int = 5000
+    x_range: tuple = (-3.0, 3.0)
+    seed: int = 23049829048
+
+    def __post_init__(self):
+        _choice("data.target", self.target, TARGETS)
+        _require(_is_int(self.n) and self.n >= 1, "data.n", f"must be an integer >= 1, got {self.n!r}")
+        xr = self.x_range
+        _require(isinstance(xr, (list, tuple)) and len(xr) == 2 and all(_is_number(v) for v in xr)
+                 and all(math.isfinite(v) for v in xr) and xr[0] < xr[1], "data.x_range",
+                 f"must be two finite numbers [low, high] with low < high, got {xr!r}")
+        object.__setattr__(self, "x_range", (float(xr[0]), float(xr[1])))
+        _require(_is_int(self.seed) and self.seed >= 0, "data.seed",
+                 f"must be an integer >= 0, got {self.seed!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "adam"
+    adam_variant: str = "wolfram"
+    lr: float = 0.001
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-5
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    steps: int = 15000
+    checkpoint_every: int = 10
+    checkpoint_steps: tuple = ()
+    instances: int = 5
+    seed: int = 123456
+    dtype: str = "float64"
+    on_divergence: str = "stop"
+
+    def __post_init__(self):
+        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _choice("train.adam_variant", self.adam_variant, ADAM_VARIANTS)
+        _choice("train.dtype", self.dtype, DTYPES)
+        _choice("train.on_divergence", self.on_divergence, ON_DIVERGENCE)
+        _require(_is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0, "train.lr",
+                 f"must be a finite number > 0, got {self.lr!r}")
+        for key in ("beta1", "beta2", "momentum"):
+            v = getattr(self, key)
+            _require(_is_number(v) and 0 <= v < 1, f"train.{key}", f"must be in [0, 1), got {v!r}")
+        _require(_is_number(self.eps) and math.isfinite(self.eps) and self.eps > 0, "train.eps",
+                 f"must be a finite number > 0, got {self.eps!r}")
+        _require(_is_number(self.weight_decay) and math.isfinite(self.weight_decay)
+                 and self.weight_decay >= 0, "train.weight_decay",
+                 f"must be a finite number >= 0, got {self.weight_decay!r}")
+        for key in ("steps", "checkpoint_every", "instances"):
+            v = getattr(self, key)
+            _require(_is_int(v) and v >= 1, f"train.{key}", f"must be an integer >= 1, got {v!r}")
+        _require(_is_int(self.seed) and self.seed >= 0, "train.seed",
+                 f"must be an integer >= 0, got {self.seed!r}")
+        cs = self.checkpoint_steps
+        _require(isinstance(cs, (list, tuple)) and all(_is_int(s) for s in cs), "train.checkpoint_steps",
+                 f"must be a list of integer step numbers, got {cs!r}")
+        _require(all(0 <= s <= self.steps for s in cs), "train.checkpoint_steps",
+                 f"every step must lie in [0, steps={self.steps}], got {list(cs)!r}")
+        object.__setattr__(self, "checkpoint_steps", tuple(int(s) for s in cs))
+
+    @property
+    def optimizer_code(self) -> int:
+        if self.optimizer == "gd":
+            return kernels.GD
+        if self.optimizer == "momentum":
+            return kernels.MOMENTUM
+        return kernels.ADAM_WOLFRAM if self.adam_variant == "wolfram" else kernels.ADAM_KINGMA
+
+    def hyper(self) -> np.ndarray:
+        """Hyperparameters in the order the optimizer kernel reads them."""
+        h = np.zeros(6)
+        h[kernels.H_LR] = self.lr
+        h[kernels.H_BETA1] = self.beta1
+        h[kernels.H_BETA2] = self.beta2
+        h[kernels.H_EPS] = self.eps
+        h[kernels.H_MOMENTUM] = self.momentum
+        h[kernels.H_WEIGHT_DECAY] = self.weight_decay
+        return h
+
+    def schedule(self) -> np.ndarray:
+        """The checkpoint steps, int64, strictly increasing from 0 to ``steps``."""
+        if self.checkpoint_steps:
+            steps = set(self.checkpoint_steps) | {0, self.steps}
+        else:
+            steps = set(range(0, self.steps + 1, self.checkpoint_every)) | {self.steps}
+        return np.array(sorted(steps), dtype=np.int64)
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A complete, validated run configuration (see the module docstring)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        """Plain JSON/TOML-compatible dict with every value filled in."""
+        def plain(v):
+            return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+        return {name: {k: plain(v) for k, v in dataclasses.asdict(getattr(self, name)).items()}
+                for name in SECTIONS}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def sha256(self) -> str:
+        """Hash of the canonical JSON form; two configs with equal hashes are equal."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        """Build from a nested dict; unknown sections or keys raise a ConfigError."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a configuration must be a table/dict, got {type(d).__name__}")
+        sections = {}
+        for name, value in d.items():
+            if name not in SECTIONS:
+                raise ConfigError(_unknown_key_message(name, SECTIONS))
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: must be a table of keys, got {value!r}")
+            allowed = [f.name for f in dataclasses.fields(SECTIONS[name])]
+            for key in value:
+                if key not in allowed:
+                    raise ConfigError(_unknown_key_message(f"{name}.{key}",
+                                                           [f"{name}.{a}" for a in allowed]))
+            sections[name] = SECTIONS[name](**{k: _from_plain(v) for k, v in value.items()})
+        return cls(**sections)
+
+    @classmethod
+    def from_toml(cls, path) -> "Config":
+        """Read a TOML file; parse errors and unknown keys name the file and key."""
+        try:
+            with open(path, "rb") as fh:
+                d = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        return cls.from_dict(d)
+
+    def with_overrides(self, assignments) -> "Config":
+        """Apply ``"section.key=value"`` strings; values are parsed as TOML.
+
+        A value that is not valid TOML is taken as a string, so
+        ``train.optimizer=gd`` works as well as ``train.optimizer="gd"``.
+        """
+        d = self.to_dict()
+        for text in assignments:
+            if "=" not in text:
+                raise ConfigError(f"override {text!r} must look like section.key=value")
+            key, raw = text.split("=", 1)
+            key = key.strip()
+            parts = key.split(".")
+            if len(parts) != 2:
+                raise ConfigError(f"override key {key!r} must be section.key, e.g. train.lr")
+            section, name = parts
+            if section not in SECTIONS:
+                raise ConfigError(_unknown_key_message(section, SECTIONS))
+            d[section][name] = parse_value(raw)
+        return Config.from_dict(d)
+
+    def replace(self, **sections) -> "Config":
+        """A copy with whole sections or ``section={key: value}`` updates."""
+        d = self.to_dict()
+        for name, update in sections.items():
+            if name not in SECTIONS:
+                raise ConfigError(_unknown_key_message(name, SECTIONS))
+            d[name].update(dataclasses.asdict(update) if dataclasses.is_dataclass(update) else update)
+        return Config.from_dict(d)
+
+
+def parse_value(raw: str):
+    """Parse one override value as TOML; fall back to the bare string."""
+    raw = raw.strip()
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _from_plain(v):
+    return tuple(_from_plain(x) for x in v) if isinstance(v, list) else v
+
+
+def _unknown_key_message(key: str, allowed) -> str:
+    allowed = list(allowed)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+    return f"unknown key {key!r}{hint}"
+
+
+#: Named configurations. ``seed`` is the notebook's experiment; ``tiny`` is a
+#: seconds-long version for smoke tests and demos.
+PRESETS = {
+    "seed": Config(),
+    "tiny": Config(data=DataConfig(n=512),
+                   train=TrainConfig(steps=200, checkpoint_every=20, instances=3)),
+}
+
+
+def preset(name: str) -> Config:
+    """The preset configuration ``name`` (see :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise ConfigError(unknown_name_message("preset", name, PRESETS))
+    return PRESETS[name]

@@ -1,0 +1,110 @@
+"""Forward pass, loss and gradient against the NumPy reference and finite differences."""
+import numpy as np
+import pytest
+
+import mlpsim
+import reference as ref
+
+ARCHS = [
+    ([1, 1], "identity"),
+    ([1, 8, 8, 8, 1], "relu"),
+    ([3, 16, 2], "tanh"),
+    ([2, 5, 7, 4, 3], "leaky_relu"),
+    ([1, 16, 1, 16, 1], "tanh"),
+    ([4, 1, 3], "relu"),
+]
+
+
+def make_problem(widths, n, seed=0, masks=None):
+    rng = np.random.default_rng(seed)
+    net = mlpsim.MLP(widths, activation=ARCH_ACT.get(tuple(widths), "relu"), masks=masks)
+    theta = net.init(seed=seed, bias_init="normal", bias_scale=0.3)
+    x = rng.uniform(-2, 2, (n, widths[0]))
+    y = rng.normal(size=(n, widths[-1]))
+    return net, theta, x, y
+
+
+ARCH_ACT = {tuple(w): a for w, a in ARCHS}
+
+
+@pytest.mark.parametrize("widths,activation", ARCHS)
+@pytest.mark.parametrize("n", [1, 7, 300, 777])
+def test_forward_loss_grad_match_reference(widths, activation, n):
+    net, theta, x, y = make_problem(widths, n, seed=n)
+    yhat = net.forward(theta, x)
+    yref, _, _ = ref.forward(theta, widths, x, activation)
+    np.testing.assert_allclose(yhat, yref, rtol=1e-12, atol=1e-12)
+    loss, grad = net.loss_and_grad(theta, x, y)
+    lref, gref = ref.loss_and_grad(theta, widths, x, y, activation)
+    np.testing.assert_allclose(loss, lref, rtol=1e-12)
+    np.testing.assert_allclose(grad, gref, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("widths,activation", ARCHS)
+def test_gradient_matches_central_differences(widths, activation):
+    net, theta, x, y = make_problem(widths, 50, seed=3)
+    _, grad = net.loss_and_grad(theta, x, y)
+    num = ref.numerical_grad(lambda t: net.loss(t, x, y), theta)
+    # relu kinks: no sample sits within h of a kink for these seeds; checked by the tolerance
+    err = np.linalg.norm(grad - num) / max(np.linalg.norm(num), 1e-300)
+    assert err < 1e-6, err
+
+
+def test_gradient_with_masks_matches_central_differences():
+    widths = [2, 6, 6, 2]
+    rng = np.random.default_rng(5)
+    masks = [None, (rng.random((6, 6)) < 0.5).astype(int), (rng.random((2, 6)) < 0.7).astype(int)]
+    net = mlpsim.MLP(widths, activation="tanh", masks=masks)
+    theta = net.init(seed=1, bias_init="normal", bias_scale=0.2)
+    x = rng.uniform(-2, 2, (40, 2))
+    y = rng.normal(size=(40, 2))
+    assert np.all(theta[net.free == 0] == 0)
+    _, grad = net.loss_and_grad(theta, x, y)
+    assert np.all(grad[net.free == 0] == 0)
+    num = ref.numerical_grad(lambda t: net.loss(t * net.free, x, y), theta) * net.free
+    err = np.linalg.norm(grad - num) / np.linalg.norm(num)
+    assert err < 1e-6, err
+
+
+def test_ensemble_forward_equals_single():
+    net, theta, x, y = make_problem([1, 8, 8, 8, 1], 600)
+    thetas = np.stack([net.init(seed=s) for s in range(4)])
+    out = net.forward(thetas, x)
+    loss, grad = net.loss_and_grad(thetas, x, y)
+    for e in range(4):
+        assert np.array_equal(out[e], net.forward(thetas[e], x))
+        l1, g1 = net.loss_and_grad(thetas[e], x, y)
+        assert l1 == loss[e] and np.array_equal(g1, grad[e])
+
+
+def test_float32_close_to_float64():
+    net, theta, x, y = make_problem([1, 8, 8, 8, 1], 1000)
+    l64, g64 = net.loss_and_grad(theta, x, y)
+    l32, g32 = net.loss_and_grad(theta.astype(np.float32), x, y)
+    assert g32.dtype == np.float32
+    np.testing.assert_allclose(l32, l64, rtol=1e-5)
+    np.testing.assert_allclose(g32, g64, rtol=1e-3, atol=1e-5)
+
+
+def test_hand_worked_network():
+    """1 -> 2 -> 1 relu network, one sample, every number written out by hand."""
+    net = mlpsim.MLP([1, 2, 1])
+    # W1 = [[1], [-1]], b1 = [0.5, 0.5], W2 = [[2, 3]], b2 = [0.1]
+    theta = np.array([1.0, -1.0, 0.5, 0.5, 2.0, 3.0, 0.1])
+    x = np.array([[2.0]])
+    y = np.array([[1.0]])
+    # z1 = [2.5, -1.5], a1 = [2.5, 0], yhat = 2*2.5 + 3*0 + 0.1 = 5.1
+    assert net.forward(theta, x)[0, 0] == pytest.approx(5.1)
+    loss, grad = net.loss_and_grad(theta, x, y)
+    # loss = (5.1 - 1)^2 = 16.81; dL/dyhat = 2 * 4.1 = 8.2
+    assert loss == pytest.approx(16.81)
+    # dW2 = 8.2 * a1 = [20.5, 0]; db2 = 8.2
+    # delta1 = 8.2 * W2 * relu'(z1) = [16.4, 0]; dW1 = delta1 * x = [32.8, 0]; db1 = [16.4, 0]
+    np.testing.assert_allclose(grad, [32.8, 0.0, 16.4, 0.0, 20.5, 0.0, 8.2], rtol=1e-14)
+
+
+def test_relu_derivative_is_zero_at_zero():
+    net = mlpsim.MLP([1, 1, 1])
+    theta = np.array([1.0, 0.0, 1.0, 0.0])  # z1 = x; at x = 0, relu'(0) = 0
+    _, grad = net.loss_and_grad(theta, np.array([[0.0]]), np.array([[1.0]]))
+    assert grad[0] == 0.0 and grad[1] == 0.0
