@@ -11,8 +11,8 @@ from .config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, P
 from .init import INIT_SCHEMES, init_params
 from .model import ACTIVATIONS, MLP
 from .store import Run, RunError, load_run
-from .train import TrainingDiverged, train
+from .train import Ensemble, TrainingDiverged, train
 
 __all__ = ["MLP", "ACTIVATIONS", "INIT_SCHEMES", "init_params", "Config", "ConfigError",
            "ModelConfig", "DataConfig", "TrainConfig", "PRESETS", "preset", "train",
-           "TrainingDiverged", "Run", "RunError", "load_run", "__version__"]
+           "TrainingDiverged", "Ensemble", "Run", "RunError", "load_run", "__version__"]

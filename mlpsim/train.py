@@ -116,6 +116,63 @@ def disk_bytes(config: Config, net: MLP) -> int:
             + config.data.n * (d_in + d_out) * 8 + 3 * E * P * item + 8192)
 
 
+class Ensemble:
+    """Networks trained together in memory: parameters, optimizer state, data.
+
+    This is the engine without the run directory: :func:`train` uses it, and so
+    can experiments that branch off a checkpoint (edit, then keep training).
+
+    Parameters
+    ----------
+    net : MLP
+    train_config : TrainConfig
+        Optimizer and its hyperparameters, and the dtype.
+    x, y : arrays (n, d_in), (n, d_out)
+    thetas : array (E, P)
+        Initial parameters (copied).
+    step : int
+        Updates already done (for Adam's bias correction when continuing).
+    """
+
+    def __init__(self, net: MLP, train_config, x, y, thetas, step: int = 0):
+        self.net, self.config = net, train_config
+        self.dtype = np.dtype(train_config.dtype)
+        self.X = net.check_inputs(x, dtype=self.dtype)
+        self.Y = net.check_targets(y, self.X.shape[1], dtype=self.dtype)
+        self.thetas = net.check_params(np.atleast_2d(thetas), dtype=self.dtype).copy()
+        E, P = self.thetas.shape
+        self.state1 = np.zeros_like(self.thetas)
+        self.state2 = np.zeros_like(self.thetas)
+        self.active = np.ones(E, dtype=np.uint8)
+        self.step = int(step)
+        self.buffers = net.work_buffers(E, self.X.shape[1], self.dtype)
+        self.G = np.empty((E, P))
+        self.loss_now = np.empty(E)
+        self.hyper = train_config.hyper()
+
+    def run(self, n_steps: int) -> np.ndarray:
+        """Do ``n_steps`` updates; return the loss before each, ``(E, n_steps)``.
+
+        Inactive (diverged) instances are skipped and get NaN losses.
+        """
+        losses = np.empty((self.thetas.shape[0], n_steps))
+        kernels.train_steps(self.thetas, self.state1, self.state2, self.net.free, self.active,
+                            self.step, n_steps, self.config.optimizer_code, self.hyper,
+                            *self.net._kernel_layout(), self.X, self.Y, *self.buffers,
+                            self.G, self.loss_now, losses)
+        self.step += n_steps
+        losses[self.active == 0] = np.nan
+        return losses
+
+    def loss(self) -> np.ndarray:
+        """Loss of the current parameters, ``(E,)`` (NaN for inactive instances)."""
+        kernels.loss_grad_batch(self.thetas, *self.net._kernel_layout(), self.X, self.Y, self.active,
+                                *self.buffers, self.G, self.loss_now)
+        loss = self.loss_now.copy()
+        loss[self.active == 0] = np.nan
+        return loss
+
+
 class _Trainer:
     """State of one training process over one run directory."""
 
@@ -125,32 +182,22 @@ class _Trainer:
         self.dtype = np.dtype(t.dtype)
         self.schedule = t.schedule()
         self.E, self.P, self.C = t.instances, net.n_params, len(self.schedule)
-        self.X = net.check_inputs(x, dtype=self.dtype)
-        self.Y = net.check_targets(y, x.shape[0], dtype=self.dtype)
-        self.thetas = thetas0.copy()
-        self.state1 = np.zeros_like(self.thetas)
-        self.state2 = np.zeros_like(self.thetas)
-        self.active = np.ones(self.E, dtype=np.uint8)
+        self.ens = Ensemble(net, t, x, y, thetas0)
         self.diverged = []
-        self.checkpoint = 0  # index of the last checkpoint whose parameters are in self.thetas
-        n = self.X.shape[1]
-        self.buffers = net.work_buffers(self.E, n, self.dtype)
-        self.G = np.empty((self.E, self.P))
-        self.loss_now = np.empty(self.E)
-        self.hyper = t.hyper()
+        self.checkpoint = 0  # index of the last checkpoint whose parameters are in ens.thetas
 
     # -------------------------------------------------------------- files
     def create_files(self, masks_used, explicit):
         out, cfg = self.out, self.config
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", cfg.to_dict())
-        x, y = self.X.T.astype(np.float64), self.Y.T.astype(np.float64)
+        x, y = self.ens.X.T.astype(np.float64), self.ens.Y.T.astype(np.float64)
         atomic_save_npz(out / "data.npz", x=x, y=y)
         if masks_used:
             atomic_save_npz(out / "masks.npz", **{f"mask_{l + 1}": m for l, m in enumerate(self.net.masks)
                                                   if m is not None})
         if explicit:
-            np.save(out / "init_params.npy", self.thetas)
+            np.save(out / "init_params.npy", self.ens.thetas)
         np.save(out / "steps.npy", self.schedule)
         self.manifest = {
             "format_version": FORMAT_VERSION, "status": "running", "reason": "",
@@ -177,12 +224,14 @@ class _Trainer:
 
     def resume_from_disk(self):
         self.manifest = read_json(self.out / "manifest.json")
+        ens = self.ens
         with np.load(self.out / "state.npz") as z:
-            self.thetas = np.ascontiguousarray(z["thetas"], dtype=self.dtype)
-            self.state1 = np.ascontiguousarray(z["state1"], dtype=self.dtype)
-            self.state2 = np.ascontiguousarray(z["state2"], dtype=self.dtype)
-            self.active = np.ascontiguousarray(z["active"], dtype=np.uint8)
+            ens.thetas[...] = z["thetas"]
+            ens.state1[...] = z["state1"]
+            ens.state2[...] = z["state2"]
+            ens.active[...] = z["active"]
             self.checkpoint = int(z["checkpoint"])
+        ens.step = int(self.schedule[self.checkpoint])
         self.diverged = list(self.manifest.get("diverged", []))
         self.open_arrays(create=False)
 
@@ -196,9 +245,9 @@ class _Trainer:
         for f in (self.params_f, self.loss_f, self.loss_steps_f):
             f.sync()
         if save_state:
-            atomic_save_npz(self.out / "state.npz", thetas=self.thetas, state1=self.state1,
-                            state2=self.state2, active=self.active,
-                            checkpoint=np.int64(self.checkpoint))
+            ens = self.ens
+            atomic_save_npz(self.out / "state.npz", thetas=ens.thetas, state1=ens.state1,
+                            state2=ens.state2, active=ens.active, checkpoint=np.int64(self.checkpoint))
         self.manifest.update(status=status, reason=reason, checkpoints_written=self.checkpoint + 1,
                              steps_done=int(self.schedule[self.checkpoint]), diverged=self.diverged,
                              updated=now(), host=host_info())
@@ -207,31 +256,13 @@ class _Trainer:
         atomic_write_json(self.out / "manifest.json", self.manifest)
 
     # -------------------------------------------------------------- compute
-    def current_loss(self) -> np.ndarray:
-        kernels.loss_grad_batch(self.thetas, *self.net._kernel_layout(), self.X, self.Y, self.active,
-                                *self.buffers, self.G, self.loss_now)
-        loss = self.loss_now.copy()
-        loss[self.active == 0] = np.nan
-        return loss
-
     def write_checkpoint(self, c: int, loss: np.ndarray):
-        rows = self.thetas.copy()
-        rows[self.active == 0] = np.nan
+        rows = self.ens.thetas.copy()
+        rows[self.ens.active == 0] = np.nan
         for e in range(self.E):
             self.params_f.write((e, c), rows[e])
             self.loss_f.write((e, c), loss[e:e + 1])
         self.checkpoint = c
-
-    def run_interval(self, c: int):
-        """Train from checkpoint c - 1 to c; return the losses before each update (E, n)."""
-        s0, s1 = int(self.schedule[c - 1]), int(self.schedule[c])
-        losses = np.empty((self.E, s1 - s0))
-        kernels.train_steps(self.thetas, self.state1, self.state2, self.net.free, self.active,
-                            s0, s1 - s0, self.config.train.optimizer_code, self.hyper,
-                            *self.net._kernel_layout(), self.X, self.Y, *self.buffers,
-                            self.G, self.loss_now, losses)
-        losses[self.active == 0] = np.nan
-        return losses
 
     def find_divergence(self, c: int, losses: np.ndarray, was_active: np.ndarray) -> list:
         """``(instance, step, loss)`` for each instance that became non-finite in interval c."""
@@ -241,7 +272,7 @@ class _Trainer:
             bad = np.flatnonzero(~np.isfinite(losses[e]))
             if bad.size:
                 found.append((int(e), s0 + int(bad[0]), float(losses[e, bad[0]])))
-            elif not np.all(np.isfinite(self.thetas[e])):
+            elif not np.all(np.isfinite(self.ens.thetas[e])):
                 found.append((int(e), int(self.schedule[c]), float("nan")))
         return found
 
@@ -325,7 +356,7 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None,
         trainer.resume_from_disk()
     else:
         trainer.create_files(masks_used, explicit)
-        trainer.write_checkpoint(0, trainer.current_loss())
+        trainer.write_checkpoint(0, trainer.ens.loss())
         trainer.commit()
     try:
         _loop(trainer, progress, commit_seconds)
@@ -357,10 +388,10 @@ def _loop(tr: _Trainer, progress, commit_seconds: float):
     at_checkpoint = True  # are tr.thetas exactly the parameters of tr.checkpoint?
     try:
         for c in range(tr.checkpoint + 1, tr.C):
-            was_active = tr.active.copy()
+            was_active = tr.ens.active.copy()
             at_checkpoint = False
-            losses = tr.run_interval(c)
             s0 = int(tr.schedule[c - 1])
+            losses = tr.ens.run(int(tr.schedule[c]) - s0)
             for e in range(tr.E):
                 tr.loss_steps_f.write((e, s0), losses[e])
                 # The first loss of an interval is the loss at the previous checkpoint.
@@ -368,7 +399,7 @@ def _loop(tr: _Trainer, progress, commit_seconds: float):
             bad = tr.find_divergence(c, losses, was_active)
             if bad:
                 _handle_divergence(tr, bad)
-            tr.write_checkpoint(c, tr.current_loss() if c == tr.C - 1 else np.full(tr.E, np.nan))
+            tr.write_checkpoint(c, tr.ens.loss() if c == tr.C - 1 else np.full(tr.E, np.nan))
             at_checkpoint = True
             bar.update(int(tr.schedule[c]) - s0)
             if time.monotonic() - last_commit >= commit_seconds and c < tr.C - 1:
@@ -390,8 +421,8 @@ def _handle_divergence(tr: _Trainer, bad: list):
     """Stop the run (or, with on_divergence = "continue", freeze the diverged instances)."""
     tr.diverged.extend({"instance": e, "step": s, "loss": l} for e, s, l in bad)
     for e, _, _ in bad:
-        tr.active[e] = 0
-    if tr.config.train.on_divergence == "stop" or not tr.active.any():
+        tr.ens.active[e] = 0
+    if tr.config.train.on_divergence == "stop" or not tr.ens.active.any():
         what = "; ".join(f"instance {e} at step {s} (loss {l})" for e, s, l in bad)
         reason = f"diverged: {what}"
         tr.commit(status="failed", reason=reason, save_state=False)
@@ -401,7 +432,7 @@ def _handle_divergence(tr: _Trainer, bad: list):
 
 def _commit_with_loss(tr: _Trainer, status="running", reason=""):
     """Commit; first fill in the loss of the newest checkpoint (the next interval would give it)."""
-    loss = tr.current_loss()
+    loss = tr.ens.loss()
     for e in range(tr.E):
         tr.loss_f.write((e, tr.checkpoint), loss[e:e + 1])
     tr.commit(status=status, reason=reason)
