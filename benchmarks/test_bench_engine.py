@@ -1,0 +1,107 @@
+"""Engine benchmarks: training steps, wide forward+backward, and NumPy baselines.
+
+Run with ``python -m pytest benchmarks --benchmark-enable`` (by default they run
+once each as smoke tests). Each group has a baseline measured in the same
+process, so figures can be read as ratios on a noisy shared machine:
+
+* ``seed-step``: 10 full-batch Adam steps of the seed network (n = 5000) for
+  1, 5 and 64 instances, and the plain-NumPy reference doing the same for 1;
+  divide by 10 for the per-step time. FLOPs: 4.75 MFLOP per network-step.
+* ``scaling``: 10 vs 40 steps and 5 vs 20 instances (cost is linear in both).
+* ``wide``: forward+backward of 1-256-256-256-1 on 5000 samples, vs. NumPy's BLAS
+  matmuls of the same shapes.
+"""
+import numpy as np
+import pytest
+
+import mlpsim
+import reference as ref
+
+SEED = mlpsim.preset("seed")
+STEPS = 10
+
+
+def seed_ensemble(instances, n=5000):
+    net = mlpsim.MLP(SEED.model.widths)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, (n, 1))
+    y = mlpsim.data.piecewise(x)
+    thetas = np.stack([net.init(seed=i) for i in range(instances)])
+    return mlpsim.Ensemble(net, SEED.train, x, y, thetas)
+
+
+@pytest.mark.benchmark(group="seed-step")
+@pytest.mark.parametrize("instances", [1, 5, 64])
+def test_seed_steps(benchmark, instances):
+    ens = seed_ensemble(instances)
+    ens.run(1)  # compile / load from cache outside the timing
+    benchmark.extra_info.update(instances=instances, steps_per_call=STEPS,
+                                mflop_per_call=4.75 * instances * STEPS)
+    losses = benchmark(ens.run, STEPS)
+    assert losses.shape == (instances, STEPS) and np.all(np.isfinite(losses))
+
+
+@pytest.mark.benchmark(group="seed-step")
+def test_seed_steps_numpy_reference(benchmark):
+    ens = seed_ensemble(1)
+    x, y = ens.X.T.copy(), ens.Y.T.copy()
+    theta0 = ens.thetas[0].copy()
+    benchmark.extra_info.update(instances=1, steps_per_call=STEPS)
+    benchmark(ref.train, theta0, list(SEED.model.widths), x, y, STEPS, lr=SEED.train.lr)
+
+
+@pytest.mark.benchmark(group="scaling")
+@pytest.mark.parametrize("instances,steps", [(5, 10), (5, 40), (20, 10)])
+def test_linear_scaling(benchmark, instances, steps):
+    ens = seed_ensemble(instances)
+    ens.run(1)
+    benchmark.extra_info.update(instances=instances, steps=steps)
+    benchmark(ens.run, steps)
+
+
+WIDE = [1, 256, 256, 256, 1]
+
+
+@pytest.fixture(scope="module")
+def wide_problem():
+    net = mlpsim.MLP(WIDE)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-3, 3, (5000, 1))
+    y = np.sin(x)
+    theta = net.init(seed=0)
+    net.loss_and_grad(theta, x, y)
+    return net, theta, x, y
+
+
+@pytest.mark.benchmark(group="wide")
+def test_wide_forward_backward(benchmark, wide_problem):
+    net, theta, x, y = wide_problem
+    loss, grad = benchmark(net.loss_and_grad, theta, x, y)
+    assert np.isfinite(loss)
+
+
+@pytest.mark.benchmark(group="wide")
+def test_wide_numpy_blas_matmuls(benchmark, wide_problem):
+    """The BLAS floor: the matmuls of the same forward and backward pass, nothing else."""
+    net, theta, x, y = wide_problem
+    Ws = [np.ascontiguousarray(W) for W in net.weights(theta)]
+    acts = [x]
+    for W in Ws:
+        acts.append(acts[-1] @ W.T)
+    deltas = [np.ones_like(a) for a in acts[1:]]
+
+    def matmuls():
+        a = x
+        for W in Ws:
+            a = a @ W.T
+        for l in range(len(Ws) - 1, -1, -1):
+            deltas[l].T @ acts[l]
+            if l > 0:
+                deltas[l] @ Ws[l]
+    benchmark(matmuls)
+
+
+@pytest.mark.benchmark(group="wide")
+def test_wide_numpy_reference(benchmark, wide_problem):
+    net, theta, x, y = wide_problem
+    benchmark(ref.loss_and_grad, theta, WIDE, x, y)
