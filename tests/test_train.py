@@ -74,11 +74,21 @@ def test_more_instances_do_not_change_existing_ones(tmp_path):
     assert np.array_equal(a.loss_steps, b.loss_steps[:3])
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    args = ["train", "--preset", "seed", "--set", "data.n=1000", "--set", "train.steps=30000",
-            "--set", "train.instances=2", "--no-progress", "--commit-every", "0.05"]
+KILL_ARGS = ["train", "--preset", "seed", "--set", "data.n=1000", "--set", "train.steps=30000",
+             "--set", "train.instances=2", "--no-progress", "--commit-every", "0.05"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    cli(*KILL_ARGS, "--out", str(out))
+    return out
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGKILL, "running"), (signal.SIGINT, "interrupted")])
+def test_killed_then_resumed_equals_uninterrupted(tmp_path, uninterrupted, sig, status):
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "mlpsim", *args, "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "mlpsim", *KILL_ARGS, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     manifest = out / "manifest.json"
     deadline = time.time() + 300
@@ -91,21 +101,21 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
         if written >= 150:
             break
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    expected_rc = -signal.SIGKILL if sig == signal.SIGKILL else 130
+    assert proc.returncode == expected_rc, "the run finished before it could be stopped"
     m = json.loads(manifest.read_text())
-    assert m["status"] == "running" and 150 <= m["checkpoints_written"] < 3001
+    assert m["status"] == status and 150 <= m["checkpoints_written"] < 3001
     before = np.load(out / "params.npy")[:, :m["checkpoints_written"]].copy()
-    # an interrupted run is refused unless the prefix is asked for
-    with pytest.raises(RunError, match="running"):
+    # an unfinished run is refused unless the prefix is asked for
+    with pytest.raises(RunError, match=status):
         mlpsim.load_run(out)
     prefix = mlpsim.load_run(out, allow_incomplete=True)
     assert prefix.params.shape[1] == m["checkpoints_written"]
     assert np.all(np.isfinite(prefix.loss))
-    cli(*args, "--out", str(out), "--resume")
-    cli(*args, "--out", str(tmp_path / "whole"))
-    assert_runs_equal(out, tmp_path / "whole")
+    cli(*KILL_ARGS, "--out", str(out), "--resume")
+    assert_runs_equal(out, uninterrupted)
     assert np.array_equal(np.load(out / "params.npy")[:, :before.shape[1]], before)
 
 
