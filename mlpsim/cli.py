@@ -4,6 +4,8 @@
     mlpsim train --config my.toml --set train.steps=2000 --out runs/short
     mlpsim train --preset seed --dry-run            # resolved config and disk space
     mlpsim info runs/seed                           # status, progress, final losses
+    mlpsim study seed --out out/seed                # the seed study: figures and verdict
+    mlpsim study --list                             # the studies
 
 Exit status: 0 success, 1 training failed (diverged), 2 bad input, 130 interrupted.
 """
@@ -93,6 +95,43 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    import time
+    from pathlib import Path
+
+    from .study import STUDIES, obtain_run, study_module, write_meta
+    if args.list or not args.name:
+        for name, (modules, what) in STUDIES.items():
+            print(f"{name:14s} {what}  [{', '.join(modules)}]")
+        return 0
+    if args.name not in STUDIES:
+        from .model import unknown_name_message
+        raise ConfigError(unknown_name_message("study", args.name, STUDIES))
+    modules = [study_module(m) for m in STUDIES[args.name][0]]
+    out = Path(args.out or Path("out") / args.name)
+    if args.run:
+        if args.preset or args.config or args.set:
+            raise ConfigError("--run analyses an existing run; it takes no --preset, --config or --set")
+        run = load_run(args.run)
+    else:
+        run = obtain_run(_config_from_args(args), out / "run",
+                         progress=False if args.no_progress else None)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for module in modules:
+        t0 = time.perf_counter()
+        results = module.analyse(run)
+        written += module.plot(results, out)
+        print(f"{module.NAME}: done in {time.perf_counter() - t0:.1f} s")
+    write_meta(out, run, args.name, {"modules": [m.NAME for m in modules]})
+    print(f"figures ({len(written)} files) and data in {out}/")
+    if (out / "summary.md").exists():
+        import json
+        summary = json.loads((out / "summary.json").read_text())
+        print(f"summary: {out / 'summary.md'}  (verdict: {summary.get('verdict')})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(prog="mlpsim", description="Reproducible small-network experiments.")
@@ -114,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--commit-every", type=float, default=2.0, metavar="SECONDS",
                    help="how often progress is made durable (default 2)")
     t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("study", help="run a study: train or reuse its run, write figures and a summary")
+    s.add_argument("name", nargs="?", help="study name (see --list)")
+    s.add_argument("--list", action="store_true", help="list the studies")
+    s.add_argument("--out", help="output folder (default out/NAME); the run goes to OUT/run")
+    s.add_argument("--preset", help="configuration preset (default: seed)")
+    s.add_argument("--config", help="TOML configuration file")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one key (repeatable)")
+    s.add_argument("--run", help="analyse this existing, complete run directory instead")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_study)
 
     i = sub.add_parser("info", help="describe a run directory")
     i.add_argument("run", help="run directory")

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from . import kernels
-from .config import Config, ConfigError, preset
+from .config import PRESETS, Config, ConfigError, preset
 from .data import TARGETS, make_data
 from .init import init_params as draw_init_params
 from .model import MLP
@@ -37,7 +37,9 @@ def resolve_config(config=None, overrides=()) -> Config:
         cfg = config
     elif isinstance(config, dict):
         cfg = Config.from_dict(config)
-    elif isinstance(config, (str, Path)) and (str(config).endswith(".toml") or Path(config).exists()):
+    elif isinstance(config, str) and config in PRESETS:
+        cfg = preset(config)
+    elif isinstance(config, (str, Path)) and (str(config).endswith(".toml") or Path(config).is_file()):
         cfg = Config.from_toml(config)
     elif isinstance(config, str):
         cfg = preset(config)

@@ -1,0 +1,14 @@
+"""Pure analyses of weight trajectories: arrays in, arrays or tidy records out.
+
+A trajectory is ``params`` with shape ``(instances, checkpoints, n_params)``
+(memory-mapped arrays are fine: functions stream over blocks of checkpoints).
+Parameters are chosen with :func:`select` through the network's layout.
+"""
+from .distribution import (BINCOUNT_EDGES, hill_estimator, hill_over_training, histograms,
+                           moments, QUANTILES)
+from .selection import select, selection_names
+from .trajectory import distance_from_init, normalize, relative_change, ensemble_stats
+
+__all__ = ["BINCOUNT_EDGES", "QUANTILES", "histograms", "moments", "hill_estimator",
+           "hill_over_training", "select", "selection_names", "normalize", "distance_from_init",
+           "relative_change", "ensemble_stats"]

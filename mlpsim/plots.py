@@ -1,0 +1,128 @@
+"""Figures from analysis results (matplotlib, Agg backend). Arrays in, Figures out.
+
+Conventions: the x axis (or the vertical axis of density images) is the
+training step; counts use viridis, signed values a diverging map centred at 0
+(``RdBu_r``); every figure is saved as PNG and PDF by :func:`save`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+LAYER_COLORS = plt.get_cmap("tab10")
+
+
+def save(fig, out, name: str, formats=("png", "pdf")) -> list:
+    """Write ``fig`` as ``out/name.png`` and ``out/name.pdf``; return the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = out / f"{name}.{fmt}"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def histogram_grid(counts, edges, steps, title: str):
+    """Small multiples: one histogram per selected checkpoint, shared axes.
+
+    counts (K, bins), steps (K,).
+    """
+    K = len(steps)
+    cols = 4
+    rows = -(-K // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.2 * rows), sharex=True, sharey=True)
+    axes = np.atleast_1d(axes).ravel()
+    widths = np.diff(edges)
+    for ax, c, s in zip(axes, counts, steps):
+        ax.bar(edges[:-1], c, width=widths, align="edge", color="tab:blue", edgecolor="none")
+        ax.set_title(f"step {int(s)}", fontsize=9)
+    for ax in axes[K:]:
+        ax.axis("off")
+    for ax in axes[(rows - 1) * cols:]:
+        ax.set_xlabel("parameter value")
+    for ax in axes[::cols]:
+        ax.set_ylabel("count")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def density_image(ax, counts, edges, steps, log=False, title=""):
+    """Counts (C, bins) as an image: weight value across, training step going up."""
+    data = np.asarray(counts, dtype=float)
+    norm = LogNorm(vmin=1, vmax=max(2.0, data.max())) if log else None
+    shown = np.where(data > 0, data, np.nan) if log else data
+    im = ax.imshow(shown, aspect="auto", origin="lower", cmap="viridis", norm=norm,
+                   extent=[edges[0], edges[-1], steps[0], steps[-1]],
+                   interpolation="nearest" if log else "bilinear")  # bilinear smears NaN holes
+    ax.set_xlabel("parameter value")
+    ax.set_ylabel("training step")
+    ax.set_title(title, fontsize=10)
+    ax.figure.colorbar(im, ax=ax, label="count" + (" (log)" if log else ""))
+    return im
+
+
+def density_pair(counts, edges, steps, title: str):
+    """The notebook's ListDensityPlot, with linear and log color scales side by side."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 5))
+    density_image(a, counts, edges, steps, log=False, title="linear color scale")
+    density_image(b, counts, edges, steps, log=True, title="log color scale")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def surface_pair(counts, edges, steps, title: str):
+    """The notebook's ListPlot3D: the count matrix as a surface, linear and log10(1 + count) height."""
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    X, Y = np.meshgrid(centers, steps)
+    fig = plt.figure(figsize=(13, 5.5))
+    for i, (z, label) in enumerate([(counts, "count"), (np.log10(1.0 + counts), "log10(1 + count)")]):
+        ax = fig.add_subplot(1, 2, i + 1, projection="3d")
+        ax.plot_surface(X, Y, z, cmap="viridis", rstride=max(1, len(steps) // 150), cstride=1,
+                        linewidth=0, antialiased=False)
+        ax.set_xlabel("parameter value")
+        ax.set_ylabel("training step")
+        ax.set_zlabel(label)
+        ax.set_title(label + " height", fontsize=10)
+    fig.suptitle(title)
+    return fig
+
+
+def lines_over_training(ax, steps, values, labels=None, title="", ylabel="", logy=False, alpha=0.9):
+    """One line per row of ``values`` (K, C) against ``steps``."""
+    values = np.atleast_2d(values)
+    for k, row in enumerate(values):
+        ax.plot(steps, row, lw=1.2, alpha=alpha, label=None if labels is None else labels[k])
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if logy:
+        ax.set_yscale("log")
+    if labels is not None:
+        ax.legend(fontsize=8)
+
+
+def band(ax, steps, mean, lo, hi, label, color=None):
+    """A line with a shaded band (e.g. ensemble spread or a confidence interval)."""
+    line, = ax.plot(steps, mean, lw=1.5, label=label, color=color)
+    ax.fill_between(steps, lo, hi, alpha=0.25, color=line.get_color(), linewidth=0)
+
+
+def ccdf(ax, values, label):
+    """Complementary CDF of |values| on log-log axes."""
+    a = np.sort(np.abs(np.ravel(values)))
+    a = a[a > 0]
+    p = 1.0 - np.arange(a.size) / a.size
+    ax.loglog(a, p, lw=1.5, label=label)
+    ax.set_xlabel("|parameter|")
+    ax.set_ylabel("P(|w| >= x)")

@@ -1,0 +1,92 @@
+"""Running studies: finding or training their run, and recording how they were made.
+
+A study is a script ``studies/NN_topic.py`` (installed as ``mlpsim.studies``)
+with ``run(config) -> results`` and ``plot(results, out)``. This module holds
+what they share: the registry behind ``mlpsim study NAME``, reusing a finished
+run, and ``meta.json``.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config
+from .store import RunError, atomic_write_json, load_run, now, read_json, versions
+
+#: ``mlpsim study NAME`` -> the study modules it runs, in order, and what it is for.
+STUDIES = {
+    "seed": (("01_seed_notebook", "02_weight_distribution"),
+             "the notebook's figures and the verdict on 'the weight distribution broadens' (seed preset)"),
+    "distribution": (("02_weight_distribution",),
+                     "per-layer, normalized, trajectory and tail analyses of any run"),
+}
+
+
+def study_module(name: str):
+    """Import ``mlpsim.studies.<name>`` (the top-level ``studies/`` folder)."""
+    return importlib.import_module(f"mlpsim.studies.{name}")
+
+
+def obtain_run(config: Config, run_dir, progress=None, log=print):
+    """The finished run of ``config`` in ``run_dir``: reused, resumed or trained.
+
+    A complete run with the same configuration is reused (and said so); an
+    unfinished one is resumed; a run with another configuration is an error.
+    """
+    from .train import train
+    run_dir = Path(run_dir)
+    if (run_dir / "manifest.json").exists():
+        old = read_json(run_dir / "config.json")
+        if old != config.to_dict():
+            raise RunError(f"{str(run_dir)!r} holds a run with a different configuration; "
+                           "choose another --out, or pass --run to analyse that run as it is")
+        manifest = read_json(run_dir / "manifest.json")
+        if manifest["status"] == "complete":
+            log(f"reusing the finished run in {run_dir} (same configuration; nothing trained)")
+            return load_run(run_dir)
+        log(f"resuming the unfinished run in {run_dir}")
+        return train(config, run_dir, resume=True, progress=progress)
+    log(f"training into {run_dir}")
+    return train(config, run_dir, progress=progress)
+
+
+def write_meta(out, run, study: str, extra=None):
+    """``meta.json``: the study, the run it analysed, its config and seeds, versions."""
+    meta = {"study": study, "run_dir": str(Path(run.path).resolve()), "created": now(),
+            "config": run.config.to_dict(), "config_sha256": run.manifest["config_sha256"],
+            "seeds": {"train": run.config.train.seed, "data": run.config.data.seed},
+            "versions": versions()}
+    meta.update(extra or {})
+    atomic_write_json(Path(out) / "meta.json", meta)
+
+
+def save_data(out, name: str, **arrays):
+    """The numbers behind a figure, as ``out/name.npz``."""
+    np.savez_compressed(Path(out) / f"{name}.npz", **arrays)
+
+
+def to_jsonable(obj):
+    """Numpy scalars and arrays to plain JSON types."""
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path, obj):
+    atomic_write_json(Path(path), to_jsonable(obj))
+
+
+def load_json(path) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
