@@ -61,7 +61,7 @@ def plot(results, out) -> list:
               below=r["below"], above=r["above"])
 
     fig = plots.surface_pair(counts0, edges, steps, f"Bin counts over training, {title}")
-    paths += plots.save(fig, out, "fig3_surface", formats=("png",))
+    paths += plots.save(fig, out, "fig3_surface")
     save_data(out, "fig3_surface", counts=counts0, steps=steps, edges=edges)
 
     fig, (a, b) = plots.plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)

@@ -97,3 +97,13 @@ def test_study_runs_from_any_directory_with_the_installed_cli(tmp_path):
                            "print(s.study_module('02_weight_distribution').NAME)"],
                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
     assert proc.stdout.strip() == "02_weight_distribution", proc.stderr
+
+
+@pytest.mark.slow
+def test_full_seed_study(tmp_path):
+    """The README's main job at full scale (about a minute): every figure and a verdict."""
+    out = tmp_path / "seed"
+    assert main(["study", "seed", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["variance_ratio"]) == 5 and summary["steps_final"] == 15000
+    assert all(v > 1 for v in summary["variance_ratio"])  # the seed run broadens
