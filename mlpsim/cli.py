@@ -96,10 +96,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_study(args) -> int:
-    import time
     from pathlib import Path
 
-    from .study import STUDIES, obtain_run, study_module, write_meta
+    from .study import STUDIES, obtain_run, study_module
     if args.list or not args.name:
         for name, (modules, what) in STUDIES.items():
             print(f"{name:14s} {what}  [{', '.join(modules)}]")
@@ -109,13 +108,34 @@ def cmd_study(args) -> int:
         raise ConfigError(unknown_name_message("study", args.name, STUDIES))
     modules = [study_module(m) for m in STUDIES[args.name][0]]
     out = Path(args.out or Path("out") / args.name)
+    progress = False if args.no_progress else None
     if args.run:
         if args.preset or args.config or args.set:
             raise ConfigError("--run analyses an existing run; it takes no --preset, --config or --set")
-        run = load_run(args.run)
-    else:
-        run = obtain_run(_config_from_args(args), out / "run",
-                         progress=False if args.no_progress else None)
+        _study_one(args.name, modules, load_run(args.run), out)
+        return 0
+    defaults = getattr(modules[0], "DEFAULT_PRESETS", None)
+    if defaults and not (args.preset or args.config or args.set):
+        from .train import resolve_config
+        verdicts = {}
+        for name in defaults:  # validate every config before training any
+            resolve_config(name)
+        for name in defaults:
+            run = obtain_run(resolve_config(name), out / name / "run", progress=progress)
+            verdicts[name] = _study_one(args.name, modules, run, out / name)
+        _write_comparison(out, args.name, verdicts)
+        return 0
+    run = obtain_run(_config_from_args(args), out / "run", progress=progress)
+    _study_one(args.name, modules, run, out)
+    return 0
+
+
+def _study_one(name, modules, run, out):
+    """Run the study modules on one run; return the verdict (if any)."""
+    import json
+    import time
+
+    from .study import write_meta
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for module in modules:
@@ -123,13 +143,31 @@ def cmd_study(args) -> int:
         results = module.analyse(run)
         written += module.plot(results, out)
         print(f"{module.NAME}: done in {time.perf_counter() - t0:.1f} s")
-    write_meta(out, run, args.name, {"modules": [m.NAME for m in modules]})
+    write_meta(out, run, name, {"modules": [m.NAME for m in modules]})
     print(f"figures ({len(written)} files) and data in {out}/")
-    if (out / "summary.md").exists():
-        import json
+    if (out / "summary.json").exists():
         summary = json.loads((out / "summary.json").read_text())
         print(f"summary: {out / 'summary.md'}  (verdict: {summary.get('verdict')})")
-    return 0
+        return summary
+    return None
+
+
+def _write_comparison(out, name, summaries):
+    """A top-level summary.md/json naming each preset's verdict, for studies run on several presets."""
+    from .study import write_json
+    write_json(out / "summary.json", {name: {"verdict": s.get("verdict"), "verdict_reason": s.get("verdict_reason"),
+                                             "summary": f"{name}/summary.md"}
+                                      for name, s in summaries.items() if s})
+    lines = [f"# Study {name}: verdicts per preset", ""]
+    for preset_name, s in summaries.items():
+        if s:
+            lines += [f"## {preset_name} (`{preset_name}/summary.md`)", "",
+                      f"**{s.get('verdict')}**: {s.get('verdict_reason')}", ""]
+    verdicts = {s.get("verdict") for s in summaries.values() if s}
+    lines.append("The presets agree." if len(verdicts) == 1 else
+                 "The presets disagree: the answer depends on the network (see each summary).")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print(f"comparison: {out / 'summary.md'}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -304,11 +304,14 @@ def _unknown_key_message(key: str, allowed) -> str:
 
 
 #: Named configurations. ``seed`` is the notebook's experiment; ``tiny`` is a
-#: seconds-long version for smoke tests and demos.
+#: seconds-long version for smoke tests and demos; ``wide`` a 1-64-64-64-1
+#: network (about a minute) where rank and spectral measures have room to move.
 PRESETS = {
     "seed": Config(),
     "tiny": Config(data=DataConfig(n=512),
                    train=TrainConfig(steps=200, checkpoint_every=20, instances=3)),
+    "wide": Config(model=ModelConfig(widths=(1, 64, 64, 64, 1)), data=DataConfig(n=1000),
+                   train=TrainConfig(steps=5000, checkpoint_every=50, instances=5)),
 }
 
 

@@ -22,6 +22,7 @@ STUDIES = {
              "the notebook's figures and the verdict on 'the weight distribution broadens' (seed preset)"),
     "distribution": (("02_weight_distribution",),
                      "per-layer, normalized, trajectory and tail analyses of any run"),
+    "rank": (("03_rank",), "does the rank of the weight matrices fall during training? (seed and wide presets)"),
 }
 
 

@@ -8,7 +8,12 @@ from .distribution import (BINCOUNT_EDGES, hill_estimator, hill_over_training, h
                            moments, QUANTILES)
 from .selection import select, selection_names
 from .trajectory import distance_from_init, normalize, relative_change, ensemble_stats
+from .spectra import (MIN_EIGENVALUES, RANK_MEASURES, matched_random, powerlaw_fit, rank_measures,
+                      shuffle_within_layers, singular_values, spectral_stats)
+from .representations import hidden_activations, representation_ranks
 
 __all__ = ["BINCOUNT_EDGES", "QUANTILES", "histograms", "moments", "hill_estimator",
            "hill_over_training", "select", "selection_names", "normalize", "distance_from_init",
-           "relative_change", "ensemble_stats"]
+           "relative_change", "ensemble_stats", "RANK_MEASURES", "MIN_EIGENVALUES", "singular_values",
+           "rank_measures", "powerlaw_fit", "spectral_stats", "shuffle_within_layers", "matched_random",
+           "hidden_activations", "representation_ranks"]

@@ -1,0 +1,152 @@
+"""Singular values, rank measures and spectral tail statistics of weight matrices.
+
+Rank measures of a matrix W with singular values s_1 >= s_2 >= ... >= 0:
+
+=====================  ================================================  ==========================
+name                   definition                                        source
+=====================  ================================================  ==========================
+numerical_rank         #{s_i > s_1 * max(m, n) * eps}                    NumPy ``matrix_rank``
+galanti_rank           #{s_i / ||W||_F > 1e-3}                           Galanti et al. 2023, "SGD
+                                                                         and weight decay secretly
+                                                                         minimize the rank"
+effective_rank         exp(H(p)), p_i = s_i / sum(s), H the entropy      Roy & Vetterli 2007
+stable_rank            ||W||_F^2 / ||W||_2^2 = sum(s^2) / s_1^2          Rudelson & Vershynin 2007
+participation_ratio    (sum s^2)^2 / sum(s^4), eigenvalues of W^T W      Gao et al. 2017 (PR of a
+                                                                         spectrum)
+=====================  ================================================  ==========================
+
+Spectral tail statistics in the manner of WeightWatcher (Martin & Mahoney 2021):
+the power-law exponent alpha of the eigenvalues lambda = s**2 of W^T W, fitted
+by the Clauset-Shalizi-Newman method (xmin minimizing the Kolmogorov-Smirnov
+distance, alpha by maximum likelihood, standard error (alpha - 1) / sqrt(n_tail)),
+log10 of the spectral norm lambda_max, log10 of the Frobenius norm sum(lambda),
+and alpha * log10(lambda_max).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import MLP
+
+RANK_MEASURES = ("numerical_rank", "galanti_rank", "effective_rank", "stable_rank", "participation_ratio")
+
+#: Fewest eigenvalues for which :func:`powerlaw_fit` fits at all (WeightWatcher needs about 50).
+MIN_EIGENVALUES = 50
+
+
+def singular_values(params, net: MLP, layer: int, block: int = 256) -> np.ndarray:
+    """Singular values of weight matrix ``layer`` (0-based) at every checkpoint.
+
+    Returns (E, C, min(out, in)), descending, computed in blocks of checkpoints.
+    """
+    E, C, _ = np.shape(params)
+    entry = net.layout[2 * layer]
+    k = min(entry.shape)
+    out = np.empty((E, C, k))
+    for c0 in range(0, C, block):
+        c1 = min(C, c0 + block)
+        W = np.asarray(params[:, c0:c1, entry.slice], dtype=np.float64).reshape((E, c1 - c0) + entry.shape)
+        out[:, c0:c1] = np.linalg.svd(W, compute_uv=False)
+    return out
+
+
+def rank_measures(s, shape) -> dict:
+    """Every rank measure of :data:`RANK_MEASURES` from singular values ``s`` (..., k).
+
+    ``shape`` is the matrix shape (for the numerical-rank tolerance).
+    """
+    s = np.asarray(s, dtype=np.float64)
+    smax = s[..., :1]
+    tol = smax * max(shape) * np.finfo(np.float64).eps
+    fro = np.sqrt((s ** 2).sum(axis=-1, keepdims=True))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = s / s.sum(axis=-1, keepdims=True)
+        entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
+        lam = s ** 2
+        return {
+            "numerical_rank": (s > tol).sum(axis=-1).astype(float),
+            "galanti_rank": (s / fro > 1e-3).sum(axis=-1).astype(float),
+            "effective_rank": np.exp(entropy),
+            "stable_rank": lam.sum(axis=-1) / lam[..., 0],
+            "participation_ratio": lam.sum(axis=-1) ** 2 / (lam ** 2).sum(axis=-1),
+        }
+
+
+def powerlaw_fit(eigenvalues, min_tail: int = 10) -> dict:
+    """Clauset-Shalizi-Newman power-law fit of the eigenvalue distribution.
+
+    For each candidate ``xmin`` (every eigenvalue leaving at least ``min_tail``
+    above it), alpha = 1 + n / sum(log(x / xmin)) over the tail, and the KS
+    distance between the tail's empirical CDF and the fitted Pareto CDF; the
+    xmin with the smallest distance wins.
+
+    Raises
+    ------
+    ValueError
+        With fewer than :data:`MIN_EIGENVALUES` positive eigenvalues: such a fit
+        means nothing (the seed's 8 x 8 layers have 8).
+    """
+    x = np.sort(np.asarray(eigenvalues, dtype=np.float64).ravel())
+    x = x[x > 0]
+    if x.size < MIN_EIGENVALUES:
+        raise ValueError(f"a power-law fit needs at least {MIN_EIGENVALUES} positive eigenvalues, "
+                         f"got {x.size}; use a wider layer")
+    best = None
+    for i in range(0, x.size - min_tail + 1):
+        tail = x[i:]
+        xmin = tail[0]
+        n = tail.size
+        logs = np.log(tail / xmin).sum()
+        if logs <= 0:
+            continue
+        alpha = 1.0 + n / logs
+        empirical = np.arange(n) / n
+        model = 1.0 - (tail / xmin) ** (1.0 - alpha)
+        ks = np.max(np.abs(empirical - model))
+        if best is None or ks < best["ks"]:
+            best = {"alpha": alpha, "xmin": xmin, "ks": ks, "n_tail": n,
+                    "alpha_se": (alpha - 1.0) / np.sqrt(n)}
+    if best is None:
+        raise ValueError("no power-law tail could be fitted (all eigenvalues equal)")
+    return best
+
+
+def spectral_stats(W) -> dict:
+    """WeightWatcher-style statistics of one weight matrix (needs a wide layer)."""
+    s = np.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False)
+    lam = s ** 2
+    fit = powerlaw_fit(lam)
+    lam_max = lam.max()
+    return {**fit, "log_spectral_norm": float(np.log10(lam_max)),
+            "log_frobenius_norm": float(np.log10(lam.sum())),
+            "alpha_weighted": float(fit["alpha"] * np.log10(lam_max))}
+
+
+def shuffle_within_layers(theta, net: MLP, seed: int) -> np.ndarray:
+    """Control: each weight matrix's entries permuted at random (biases kept).
+
+    Keeps each layer's value distribution and destroys its structure.
+    ``theta`` is (..., P); every row gets its own permutation from one seeded
+    generator.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
+    out = np.array(theta, dtype=np.float64, order="C")  # C order: the reshape below must be a view
+    flat = out.reshape(-1, net.n_params)
+    for row in flat:
+        for e in net.layout:
+            if e.kind == "weight":
+                row[e.slice] = rng.permutation(row[e.slice])
+    return out
+
+
+def matched_random(theta, net: MLP, seed: int) -> np.ndarray:
+    """Control: fresh Gaussian weights with each layer's variance (and mean) matched to ``theta``."""
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
+    out = np.array(theta, dtype=np.float64, order="C")  # C order: the reshape below must be a view
+    flat = out.reshape(-1, net.n_params)
+    for row in flat:
+        for e in net.layout:
+            if e.kind == "weight":
+                w = row[e.slice]
+                row[e.slice] = rng.normal(w.mean(), w.std(), size=w.size)
+    return out
