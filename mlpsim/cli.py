@@ -114,6 +114,8 @@ def cmd_study(args) -> int:
             raise ConfigError("--run analyses an existing run; it takes no --preset, --config or --set")
         _study_one(args.name, modules, load_run(args.run), out)
         return 0
+    if hasattr(modules[0], "run_all") and not (args.preset or args.config or args.set):
+        return _study_many(args.name, modules[0], out, progress)
     defaults = getattr(modules[0], "DEFAULT_PRESETS", None)
     if defaults and not (args.preset or args.config or args.set):
         from .train import resolve_config
@@ -130,6 +132,23 @@ def cmd_study(args) -> int:
     return 0
 
 
+def _study_many(name, module, out, progress):
+    """A study over several runs of its own making (e.g. one ensemble per depth)."""
+    import time
+
+    from .study import write_meta
+    out.mkdir(parents=True, exist_ok=True)
+    results = module.run_all(out, progress=progress)
+    t0 = time.perf_counter()
+    written = module.plot(results, out)
+    runs = [r["run"] for r in results["per_depth"].values()]
+    write_meta(out, runs[-1], name, {"modules": [module.NAME],
+                                      "run_dirs": [str(r.path.resolve()) for r in runs]})
+    print(f"{module.NAME}: figures in {time.perf_counter() - t0:.1f} s; {len(written)} files in {out}/")
+    print(f"summary: {out / 'summary.md'}  (verdict: {results['summary']['verdict']})")
+    return 0
+
+
 def _study_one(name, modules, run, out):
     """Run the study modules on one run; return the verdict (if any)."""
     import json
@@ -140,7 +159,7 @@ def _study_one(name, modules, run, out):
     written = []
     for module in modules:
         t0 = time.perf_counter()
-        results = module.analyse(run)
+        results = module.analyse(run) if hasattr(module, "analyse") else module.analyse_runs({run.net.n_layers - 1: run})
         written += module.plot(results, out)
         print(f"{module.NAME}: done in {time.perf_counter() - t0:.1f} s")
     write_meta(out, run, name, {"modules": [m.NAME for m in modules]})

@@ -1,0 +1,224 @@
+"""Correlations between weights, made meaningful by aligning hidden units first.
+
+Hidden units can be permuted without changing the function, so weight ``i`` of
+one network and weight ``i`` of another are comparable only after the units are
+matched. :func:`align` matches each instance to a reference instance layer by
+layer with the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``)
+and permutes incoming rows, biases and outgoing columns consistently.
+
+Network distance between two weights: each weight is an edge between a unit of
+layer ``l`` and a unit of layer ``l + 1``; the distance of two edges is their
+distance in the line graph (1 when they share a unit, 2 when one unit lies
+between them, ...). For a dense layered network that is
+``1 + min`` over the four endpoint pairs of the unit distance, where units in
+layers ``a != b`` are ``|a - b|`` apart and distinct units of one layer 2 apart.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import MLP
+
+
+def permute_hidden(theta, net: MLP, perms) -> np.ndarray:
+    """Reorder hidden units: ``perms[l]`` lists, for hidden layer ``l + 1``, the old unit of each new unit.
+
+    Rows of ``W_l`` and ``b_l`` and columns of ``W_{l+1}`` move together, so
+    the network computes the same function.
+    """
+    out = np.array(theta, dtype=np.float64, order="C")
+    for l, perm in enumerate(perms):
+        perm = np.asarray(perm)
+        W, b, W_next = net.view(out, f"W{l + 1}"), net.view(out, f"b{l + 1}"), net.view(out, f"W{l + 2}")
+        W[...] = W[..., perm, :]
+        b[...] = b[..., perm]
+        W_next[...] = W_next[..., :, perm]
+    return out
+
+
+def _match(cost) -> np.ndarray:
+    from scipy.optimize import linear_sum_assignment
+    rows, cols = linear_sum_assignment(cost)
+    perm = np.empty(cost.shape[0], dtype=np.int64)
+    perm[rows] = cols
+    return perm
+
+
+def align(thetas, net: MLP, reference: int = 0, method: str = "weights", x=None):
+    """Align every instance's hidden units to those of instance ``reference``.
+
+    Parameters
+    ----------
+    thetas : (E, P)
+    method : {"weights", "activations"}
+        Match units by their incoming weights and bias (after the previous
+        layer is aligned), or by the correlation of their activations over
+        inputs ``x``.
+
+    Returns
+    -------
+    aligned : (E, P), and perms: for each instance, the list of per-layer permutations.
+    """
+    thetas = np.asarray(thetas, dtype=np.float64)
+    if method not in ("weights", "activations"):
+        raise ValueError(f"method must be 'weights' or 'activations', got {method!r}")
+    if method == "activations" and x is None:
+        raise ValueError("method='activations' needs inputs x")
+    from .representations import hidden_activations
+    ref = thetas[reference]
+    ref_acts = hidden_activations(net, ref, x) if method == "activations" else None
+    aligned, all_perms = np.empty_like(thetas), []
+    for e, theta in enumerate(thetas):
+        perms, current = [], theta.copy()
+        for l in range(net.n_layers - 1):
+            if method == "weights":
+                a = np.hstack([net.view(ref, f"W{l + 1}"), net.view(ref, f"b{l + 1}")[:, None]])
+                b = np.hstack([net.view(current, f"W{l + 1}"), net.view(current, f"b{l + 1}")[:, None]])
+                cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+            else:
+                A = _standardize(ref_acts[l])
+                B = _standardize(hidden_activations(net, current, x)[l])
+                cost = -(A.T @ B) / A.shape[0]
+            perm = _match(cost)
+            full = [np.arange(w) for w in net.widths[1:-1]]
+            full[l] = perm
+            current = permute_hidden(current, net, full)
+            perms.append(perm)
+        aligned[e] = current
+        all_perms.append(perms)
+    return aligned, all_perms
+
+
+def _standardize(A):
+    A = A - A.mean(axis=0)
+    s = A.std(axis=0)
+    return A / np.where(s > 0, s, 1.0)
+
+
+def edge_table(net: MLP):
+    """For every weight: (flat index, layer, out unit, in unit), as four int arrays."""
+    idx, layer, out, inp = [], [], [], []
+    for l in range(net.n_layers):
+        e = net.layout[2 * l]
+        n_out, n_in = e.shape
+        o, i = np.meshgrid(np.arange(n_out), np.arange(n_in), indexing="ij")
+        idx.append(e.offset + np.arange(e.size))
+        layer.append(np.full(e.size, l))
+        out.append(o.ravel())
+        inp.append(i.ravel())
+    return tuple(np.concatenate(a) for a in (idx, layer, out, inp))
+
+
+def edge_distances(net: MLP) -> np.ndarray:
+    """Line-graph distance between every pair of weights, (n_weights, n_weights) int."""
+    _, layer, out, inp = edge_table(net)
+    # endpoints: unit `inp` of layer `layer`, unit `out` of layer `layer + 1`
+    ends = [(layer, inp), (layer + 1, out)]
+    best = None
+    for la, ua in ends:
+        for lb, ub in ends:
+            dl = np.abs(la[:, None] - lb[None, :])
+            same_unit = (dl == 0) & (ua[:, None] == ub[None, :])
+            d = np.where(dl > 0, dl, np.where(same_unit, 0, 2))
+            best = d if best is None else np.minimum(best, d)
+    dist = best + 1
+    np.fill_diagonal(dist, 0)
+    return dist
+
+
+def correlation_by_distance(samples, dist, max_distance=None) -> dict:
+    """Mean squared correlation of pairs of variables at each distance.
+
+    ``samples`` (N, V): N observations (instances, or time steps) of V
+    variables; ``dist`` (V, V). Returns ``distance``, ``mean_r2``, ``null_r2``
+    (1 / (N - 1), the expectation for independent Gaussian variables),
+    ``excess_r2`` = mean_r2 - null_r2, and ``n_pairs``.
+    """
+    X = np.asarray(samples, dtype=np.float64)
+    N = X.shape[0]
+    if N < 3:
+        raise ValueError(f"correlations need at least 3 observations, got {N}")
+    Xs = X - X.mean(axis=0)
+    sd = Xs.std(axis=0)
+    keep = sd > 0
+    Xs = Xs[:, keep] / sd[keep]
+    R = (Xs.T @ Xs) / N
+    D = np.asarray(dist)[np.ix_(keep, keep)]
+    iu = np.triu_indices_from(D, k=1)
+    r2, d = R[iu] ** 2, D[iu]
+    top = int(d.max()) if max_distance is None else int(max_distance)
+    ds = np.arange(1, top + 1)
+    mean_r2 = np.array([r2[d == k].mean() if np.any(d == k) else np.nan for k in ds])
+    null = 1.0 / (N - 1)
+    n_pairs = np.array([np.sum(d == k) for k in ds])
+    # Under independence r^2 has standard deviation about sqrt(2) / (N - 1); pairs are not
+    # independent of each other, so this standard error of the mean is a lower bound.
+    se = np.sqrt(2.0) / (N - 1) / np.sqrt(np.maximum(n_pairs, 1))
+    return {"distance": ds, "mean_r2": mean_r2, "null_r2": null, "excess_r2": mean_r2 - null,
+            "null_se": se, "above_noise": (mean_r2 - null) > 3 * se, "n_pairs": n_pairs}
+
+
+def fit_decay(distance, values, n_boot: int = 200, seed: int = 0) -> dict:
+    """Fit ``A exp(-d / xi)`` and ``A d**-beta`` to positive values by least squares in log space.
+
+    Returns both fits with their residual sums of squares, the better one
+    (``best``) and by how much (``rss_ratio`` = worse / better), and a bootstrap
+    95 % interval of ``xi`` from resampling the (distance, value) points.
+    """
+    d = np.asarray(distance, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v) & (v > 0)
+    d, v = d[ok], v[ok]
+    if d.size < 3:
+        raise ValueError(f"a decay fit needs at least 3 positive points, got {d.size}")
+    y = np.log(v)
+
+    def exp_fit(dd, yy):
+        slope, icpt = np.polyfit(dd, yy, 1)
+        return -1.0 / slope if slope < 0 else np.inf, icpt, slope
+
+    def pow_fit(dd, yy):
+        slope, icpt = np.polyfit(np.log(dd), yy, 1)
+        return -slope, icpt
+
+    xi, a_exp, slope = exp_fit(d, y)
+    beta, a_pow = pow_fit(d, y)
+    rss_exp = float(np.sum((y - (a_exp + slope * d)) ** 2))
+    rss_pow = float(np.sum((y - (a_pow - beta * np.log(d))) ** 2))
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
+    boots = []
+    for _ in range(int(n_boot)):
+        pick = rng.integers(0, d.size, d.size)
+        if np.unique(d[pick]).size >= 2:
+            boots.append(exp_fit(d[pick], y[pick])[0])
+    boots = np.array(boots)
+    finite = boots[np.isfinite(boots)]
+    lo, hi = (np.quantile(finite, [0.025, 0.975]) if finite.size else (np.nan, np.nan))
+    best = "exponential" if rss_exp <= rss_pow else "power_law"
+    ratio = max(rss_exp, rss_pow) / max(min(rss_exp, rss_pow), 1e-300)
+    return {"exponential": {"xi": xi, "amplitude": float(np.exp(a_exp)), "rss": rss_exp,
+                            "xi_ci": [float(lo), float(hi)]},
+            "power_law": {"beta": beta, "amplitude": float(np.exp(a_pow)), "rss": rss_pow},
+            "best": best, "rss_ratio": float(ratio), "n_points": int(d.size)}
+
+
+def input_pair_correlation(net: MLP, theta, xa, xb) -> np.ndarray:
+    """The correlation map of Schoenholz et al. (2017, "Deep information propagation").
+
+    Per hidden layer ``l``: c_l = q_ab / sqrt(q_aa q_bb), where q_ab is the mean
+    over units of h_l(x_a) * h_l(x_b) (the activations the next layer sees),
+    averaged over the input pairs (rows of ``xa``, ``xb``). Returns (L - 1,).
+    """
+    from .representations import hidden_activations
+    ha = hidden_activations(net, theta, xa)
+    hb = hidden_activations(net, theta, xb)
+    out = np.empty(len(ha))
+    for l, (a, b) in enumerate(zip(ha, hb)):
+        qab = (a * b).mean(axis=1)
+        qaa = (a * a).mean(axis=1)
+        qbb = (b * b).mean(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = qab / np.sqrt(qaa * qbb)
+        # a pair whose units are all dead (q = 0) has no correlation: skip it
+        out[l] = np.nanmean(c) if np.any(np.isfinite(c)) else np.nan
+    return out
