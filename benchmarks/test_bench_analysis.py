@@ -72,3 +72,29 @@ def test_hill_with_bootstrap(benchmark, seed_trajectory):
 def test_distance_from_init(benchmark, seed_trajectory):
     net, p = seed_trajectory
     benchmark(analysis.distance_from_init, p, net)
+
+
+@pytest.mark.benchmark(group="spectra")
+def test_singular_values_of_a_128_wide_trajectory(benchmark, tmp_path_factory):
+    """The issue's target: singular values of 64 instances x 1501 checkpoints of a
+    128-wide network in under a minute. Measured on 64 x 1501 / 32 checkpoints of
+    [1, 128, 128, 1] (W2 is 128 x 128) from a float32 memmap; multiply by 32."""
+    net = mlpsim.MLP([1, 128, 128, 1])
+    path = tmp_path_factory.mktemp("traj") / "p.npy"
+    C = 1501 // 32
+    p = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(64, C, net.n_params))
+    rng = np.random.default_rng(0)
+    for e in range(64):
+        p[e] = rng.normal(0, 0.1, (C, net.n_params))
+    p.flush()
+    mm = np.load(path, mmap_mode="r")
+    benchmark.extra_info.update(checkpoints=C, instances=64, scale_to_full=32)
+    s = benchmark.pedantic(analysis.singular_values, args=(mm, net, 1), rounds=1, iterations=1)
+    assert s.shape == (64, C, 128)
+
+
+@pytest.mark.benchmark(group="spectra")
+def test_singular_values_seed_trajectory(benchmark, seed_trajectory):
+    """5 x 1501 x 4 matrices of the seed network: well under a second."""
+    net, p = seed_trajectory
+    benchmark(lambda: [analysis.singular_values(p, net, l) for l in range(4)])

@@ -34,19 +34,31 @@ RANK_MEASURES = ("numerical_rank", "galanti_rank", "effective_rank", "stable_ran
 MIN_EIGENVALUES = 50
 
 
-def singular_values(params, net: MLP, layer: int, block: int = 256) -> np.ndarray:
+def singular_values(params, net: MLP, layer: int, block: int = 256, workers=None) -> np.ndarray:
     """Singular values of weight matrix ``layer`` (0-based) at every checkpoint.
 
-    Returns (E, C, min(out, in)), descending, computed in blocks of checkpoints.
+    Returns (E, C, min(out, in)), descending. Blocks of checkpoints are read
+    one at a time (memmaps stream) and decomposed on ``workers`` threads
+    (default: all cores), each with single-threaded BLAS: for small matrices
+    OpenBLAS's own threading is far slower (measured 27 ms vs. 0.6 ms per
+    128 x 128 SVD on this 2-core machine).
     """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
     E, C, _ = np.shape(params)
     entry = net.layout[2 * layer]
-    k = min(entry.shape)
-    out = np.empty((E, C, k))
-    for c0 in range(0, C, block):
+    out = np.empty((E, C, min(entry.shape)))
+
+    def work(c0):
         c1 = min(C, c0 + block)
         W = np.asarray(params[:, c0:c1, entry.slice], dtype=np.float64).reshape((E, c1 - c0) + entry.shape)
         out[:, c0:c1] = np.linalg.svd(W, compute_uv=False)
+
+    workers = workers or os.cpu_count() or 1
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        list(pool.map(work, range(0, C, block)))
     return out
 
 
