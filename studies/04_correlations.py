@@ -84,10 +84,22 @@ def analyse_run(run, seed=0, n_pairs=200) -> dict:
             fits[key] = analysis.fit_decay(corr["distance"][keep], corr["excess_r2"][keep], seed=seed)
         except ValueError as exc:
             fits[key] = {"error": str(exc)}
+    cats = analysis.pair_categories(net)
+    by_category = {name: analysis.mean_r2_by_category(theta[:, w_idx], cats)
+                   for name, theta in [("trained", final), ("initial", initial)]}
+    # depth scale of the input-pair correlation map: successive changes |c_l+1 - c_l| ~ exp(-l / xi_c)
+    depth_scale = {}
+    for key, c in act.items():
+        steps_ = np.abs(np.diff(c))
+        try:
+            depth_scale[key] = analysis.fit_decay(np.arange(1, steps_.size + 1), steps_, n_boot=100, seed=seed)
+        except ValueError as exc:
+            depth_scale[key] = {"error": str(exc)}
     R = np.corrcoef(final[:, w_idx].T)
     R0 = np.corrcoef(initial[:, w_idx].T)
     return {"run": run, "depth": net.n_layers - 1, "ensemble": ens, "time": time_corr, "activation": act,
-            "fits": fits, "corr_final": R, "corr_initial": R0}
+            "fits": fits, "corr_final": R, "corr_initial": R0, "by_category": by_category,
+            "activation_depth_scale": depth_scale}
 
 
 def analyse_runs(runs) -> dict:
@@ -108,6 +120,9 @@ def verdict(per_depth) -> dict:
                "excess_r2_shuffled": ens["shuffled"]["excess_r2"], "above_controls": above_controls,
                "fit": fit, "time_fit": r["fits"]["time"],
                "range": int(ens["trained"]["distance"][ens["trained"]["above_noise"]].max(initial=0)),
+               "by_category": {key: dict(zip(v["name"], v["excess_r2"])) for key, v in r["by_category"].items()},
+               "activation_depth_scale": {key: v.get("exponential", {}).get("xi")
+                                          for key, v in r["activation_depth_scale"].items()},
                "activation_corr_initial": r["activation"]["initial"],
                "activation_corr_trained": r["activation"]["trained"]}
         if "best" in fit and fit["rss_ratio"] >= DECISIVE:
@@ -230,7 +245,18 @@ def write_summary(summary, out):
              f"Decay length (depth {s['decay_length']['depth']}): xi = {s['decay_length']['xi']}, "
              f"95% interval {s['decay_length']['ci']}, upper bound from the noise floor "
              f"{s['decay_length']['upper_bound']}. Best fit overall: {s['best_fit']}.", "",
-             "![correlation vs distance](fig_corr_vs_distance.png)", "", "![heat map](fig_corr_heatmap.png)", ""]
+             "Excess squared correlation across the aligned ensemble by kind of pair (trained; initial):", "",
+             "| depth | " + " | ".join(s["by_depth"][-1]["by_category"]["trained"]) + " |",
+             "| --- |" + " --- |" * len(s["by_depth"][-1]["by_category"]["trained"])]
+    for row in s["by_depth"]:
+        cats = s["by_depth"][-1]["by_category"]["trained"]
+        tr, ini = row["by_category"]["trained"], row["by_category"]["initial"]
+        lines.append(f"| {row['depth']} | " + " | ".join(
+            f"{tr[c]:.2g}; {ini[c]:.2g}" if c in tr else "" for c in cats) + " |")
+    lines += ["", "Depth scale of the input-pair correlation map (exponential fit of |c_l+1 - c_l|): "
+              + "; ".join(f"depth {r['depth']}: initial {r['activation_depth_scale'].get('initial')}, "
+                          f"trained {r['activation_depth_scale'].get('trained')}" for r in s["by_depth"]), "",
+              "![correlation vs distance](fig_corr_vs_distance.png)", "", "![heat map](fig_corr_heatmap.png)", ""]
     (out / "summary.md").write_text("\n".join(lines))
 
 

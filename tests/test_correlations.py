@@ -102,3 +102,21 @@ def test_correlation_study_smoke(tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
         assert (tmp_path / f"{name}.npz").exists()
     assert (tmp_path / "depth_3" / "run" / "params.npy").exists()
+
+
+def test_pair_categories_by_hand():
+    net = mlpsim.MLP([1, 2, 2, 2, 1])
+    _, layer, out, inp = analysis.edge_table(net)
+    k = {(l, o, i): j for j, (l, o, i) in enumerate(zip(layer, out, inp))}
+    C = analysis.pair_categories(net)
+    assert C[k[1, 0, 0], k[1, 0, 1]] == 1   # same output unit
+    assert C[k[1, 0, 0], k[1, 1, 0]] == 2   # same input unit
+    assert C[k[1, 1, 0], k[2, 0, 1]] == 3   # in series through unit 1 of layer 2
+    assert C[k[1, 0, 0], k[1, 1, 1]] == 4   # same layer, nothing shared
+    assert C[k[1, 0, 0], k[2, 0, 1]] == 5   # adjacent layers, not in series
+    assert C[k[0, 0, 0], k[3, 0, 0]] == 7   # three layers apart
+    names = analysis.correlations.category_names([1, 3, 6])
+    assert names == ["same output unit", "in series", "2 layer(s) apart"]
+    rng = np.random.default_rng(0)
+    r = analysis.mean_r2_by_category(rng.normal(size=(500, C.shape[0])), C)
+    assert np.all(np.abs(r["excess_r2"]) < 0.01)

@@ -126,6 +126,51 @@ def edge_distances(net: MLP) -> np.ndarray:
     return dist
 
 
+#: Names of the pair categories of :func:`pair_categories`; codes 5 + k mean "k layers apart".
+PAIR_CATEGORIES = ("same weight", "same output unit", "same input unit", "in series", "same layer, no shared unit")
+
+
+def pair_categories(net: MLP) -> np.ndarray:
+    """A category code for every pair of weights, (n_weights, n_weights) int.
+
+    0 the same weight; 1 same layer and output unit; 2 same layer and input
+    unit; 3 in series (one ends at the unit where the other starts); 4 same
+    layer, no shared unit; 4 + k: k >= 1 layers apart and not in series.
+    """
+    _, layer, out, inp = edge_table(net)
+    la, lb = layer[:, None], layer[None, :]
+    same_layer = la == lb
+    series = ((lb == la + 1) & (inp[None, :] == out[:, None])) | ((la == lb + 1) & (inp[:, None] == out[None, :]))
+    code = np.where(same_layer, 4, 4 + np.abs(la - lb))
+    code = np.where(series, 3, code)
+    code = np.where(same_layer & (inp[:, None] == inp[None, :]), 2, code)
+    code = np.where(same_layer & (out[:, None] == out[None, :]), 1, code)
+    np.fill_diagonal(code, 0)
+    return code
+
+
+def category_names(codes) -> list:
+    return [PAIR_CATEGORIES[c] if c < len(PAIR_CATEGORIES) else f"{c - 4} layer(s) apart" for c in codes]
+
+
+def mean_r2_by_category(samples, categories) -> dict:
+    """Mean squared correlation minus its null 1/(N-1) for each pair category present."""
+    X = np.asarray(samples, dtype=np.float64)
+    N = X.shape[0]
+    Xs = X - X.mean(axis=0)
+    sd = Xs.std(axis=0)
+    keep = sd > 0
+    Xs = Xs[:, keep] / sd[keep]
+    R = (Xs.T @ Xs) / N
+    C = np.asarray(categories)[np.ix_(keep, keep)]
+    iu = np.triu_indices_from(C, k=1)
+    r2, c = R[iu] ** 2, C[iu]
+    codes = np.unique(c)
+    return {"code": codes, "name": category_names(codes),
+            "excess_r2": np.array([r2[c == k].mean() - 1.0 / (N - 1) for k in codes]),
+            "n_pairs": np.array([np.sum(c == k) for k in codes])}
+
+
 def correlation_by_distance(samples, dist, max_distance=None) -> dict:
     """Mean squared correlation of pairs of variables at each distance.
 
