@@ -11,7 +11,7 @@ from mlpsim.store import NpyRows, RunError
 SCRIPT = """
 import resource, mlpsim
 cfg = mlpsim.preset("seed").with_overrides([
-    "model.widths=[1, 32, 32, 1]", "data.n=64", "train.steps=4000", "train.instances=4",
+    "model.widths=[1, 32, 32, 1]", "data.n=64", "train.steps=2000", "train.instances=8",
     "train.dtype='float32'", "train.checkpoint_every={every}"])
 mlpsim.train(cfg, {out!r}, progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -25,8 +25,8 @@ def peak_rss_kib(out, every):
 
 
 def test_memory_stays_flat_in_the_number_of_checkpoints(tmp_path):
-    few = peak_rss_kib(tmp_path / "few", 4000)      # 2 checkpoints
-    many = peak_rss_kib(tmp_path / "many", 1)       # 4001 checkpoints, 74 MB of parameters
+    few = peak_rss_kib(tmp_path / "few", 2000)      # 2 checkpoints
+    many = peak_rss_kib(tmp_path / "many", 1)       # 2001 checkpoints, 74 MB of parameters
     size = (tmp_path / "many" / "params.npy").stat().st_size
     assert size > 70e6
     assert (many - few) * 1024 < 0.15 * size, (few, many, size)
