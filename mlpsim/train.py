@@ -207,7 +207,7 @@ class _Trainer:
             "steps_done": 0, "steps_total": cfg.train.steps,
             "instances": self.E, "n_params": self.P, "dtype": cfg.train.dtype,
             "config_sha256": cfg.sha256(), "versions": versions(), "host": host_info(),
-            "engine": {"chunk": kernels.CHUNK}, "diverged": [],
+            "engine": {"chunk": kernels.CHUNK, "lanes": kernels.LANES}, "diverged": [],
             "started": now(), "updated": now(), "finished": None,
         }
         atomic_write_json(out / "manifest.json", self.manifest)
@@ -237,12 +237,14 @@ class _Trainer:
         self.diverged = list(self.manifest.get("diverged", []))
         self.open_arrays(create=False)
 
-    def commit(self, status="running", reason="", save_state=True):
+    def commit(self, status="running", reason="", save_state=True, include_last=True):
         """Make checkpoints up to ``self.checkpoint`` durable, then record them.
 
         With ``save_state`` the parameters and optimizer state are saved as the
         resume point; that is only correct when ``self.thetas`` are exactly the
         parameters of ``self.checkpoint`` (not mid-interval, not diverged).
+        ``include_last=False`` leaves the newest checkpoint out of the record
+        (its loss is only known once the next interval has run).
         """
         for f in (self.params_f, self.loss_f, self.loss_steps_f):
             f.sync()
@@ -250,8 +252,9 @@ class _Trainer:
             ens = self.ens
             atomic_save_npz(self.out / "state.npz", thetas=ens.thetas, state1=ens.state1,
                             state2=ens.state2, active=ens.active, checkpoint=np.int64(self.checkpoint))
-        self.manifest.update(status=status, reason=reason, checkpoints_written=self.checkpoint + 1,
-                             steps_done=int(self.schedule[self.checkpoint]), diverged=self.diverged,
+        last = self.checkpoint if include_last else max(self.checkpoint - 1, 0)
+        self.manifest.update(status=status, reason=reason, checkpoints_written=last + 1,
+                             steps_done=int(self.schedule[last]), diverged=self.diverged,
                              updated=now(), host=host_info())
         if status != "running":
             self.manifest["finished"] = now()
@@ -412,8 +415,8 @@ def _loop(tr: _Trainer, progress, commit_seconds: float):
         reason = "interrupted by the user; resume with --resume"
         if at_checkpoint:
             _commit_with_loss(tr, status="interrupted", reason=reason)
-        else:  # mid-interval: keep the last saved resume point
-            tr.commit(status="interrupted", reason=reason, save_state=False)
+        else:  # mid-interval: keep the last saved resume point; the newest loss is unknown
+            tr.commit(status="interrupted", reason=reason, save_state=False, include_last=False)
         raise
     finally:
         bar.close()
