@@ -34,11 +34,11 @@ RANK_MEASURES = ("numerical_rank", "galanti_rank", "effective_rank", "stable_ran
 MIN_EIGENVALUES = 50
 
 
-def singular_values(params, net: MLP, layer: int, block: int = 256, workers=None) -> np.ndarray:
+def singular_values(params, net: MLP, layer: int, block=None, workers=None) -> np.ndarray:
     """Singular values of weight matrix ``layer`` (0-based) at every checkpoint.
 
-    Returns (E, C, min(out, in)), descending. Blocks of checkpoints are read
-    one at a time (memmaps stream) and decomposed on ``workers`` threads
+    Returns (E, C, min(out, in)), descending. Blocks of ``block`` checkpoints
+    are read one at a time (memmaps stream) and decomposed on ``workers`` threads
     (default: all cores), each with single-threaded BLAS: for small matrices
     OpenBLAS's own threading is far slower (measured 27 ms vs. 0.6 ms per
     128 x 128 SVD on this 2-core machine).
@@ -57,6 +57,8 @@ def singular_values(params, net: MLP, layer: int, block: int = 256, workers=None
         out[:, c0:c1] = np.linalg.svd(W, compute_uv=False)
 
     workers = workers or os.cpu_count() or 1
+    if block is None:  # enough blocks to keep every worker busy, few enough to amortize reads
+        block = max(1, min(256, -(-C // (4 * workers))))
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         list(pool.map(work, range(0, C, block)))
     return out
