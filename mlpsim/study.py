@@ -23,6 +23,8 @@ STUDIES = {
     "distribution": (("02_weight_distribution",),
                      "per-layer, normalized, trajectory and tail analyses of any run"),
     "rank": (("03_rank",), "does the rank of the weight matrices fall during training? (seed and wide presets)"),
+    "perturbation": (("05_perturbation",),
+                     "does editing a few weights change the network's function? (seed and wide presets)"),
     "correlations": (("04_correlations",),
                      "are weight correlations exponentially damped with network distance? (depths 2-8)"),
 }

@@ -181,3 +181,24 @@ def test_continue_training_recovers_from_a_small_edit(trained):
     assert r["loss_edited"].shape == (51,) and r["loss_unedited"].shape == (51,)
     same = perturb.continue_training(net, cfg, x, y, theta, theta, steps=5)
     assert same["recovery_step"] == 0 and same["weight_distance"] == 0
+
+
+def test_perturbation_study_smoke(tmp_path):
+    import json
+
+    from mlpsim.cli import main
+    out = tmp_path / "p"
+    assert main(["study", "perturbation", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["verdict"] in ("supported", "contradicted", "inconclusive") and s["verdict_reason"]
+    assert len(s["single_weight_worst"]) == 3
+    run = mlpsim.load_run(out / "run")
+    x, y = run.data()
+    for e, w in enumerate(s["single_weight_worst"]):
+        assert set(w) >= {"index", "value", "train_mse"}
+        edited = np.array(run.params[e, -1])
+        edited[w["index"]] = w["value"]
+        assert w["train_mse"] == pytest.approx(run.net.loss(edited, x, y), rel=1e-9)
+    for name in ("fig_effect_vs_k", "fig_over_training", "fig_critical_weights", "fig_recovery"):
+        assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.npz").exists()
+    assert json.loads((out / "meta.json").read_text())["run_dir"] == str((out / "run").resolve())
