@@ -6,13 +6,13 @@ computes the per-layer, normalized and bootstrap tail analyses); the others
 break it down. ``test_moments_numpy_baseline`` is the plain-NumPy cost of the
 same moments on the whole array at once, as a ratio in the same process.
 """
-import importlib
 
 import numpy as np
 import pytest
 
 import mlpsim
 from mlpsim import analysis
+from mlpsim.study import study_module
 
 
 class FakeRun:
@@ -34,7 +34,7 @@ def seed_trajectory():
 @pytest.mark.benchmark(group="analysis")
 def test_all_seed_analyses(benchmark, seed_trajectory):
     net, p = seed_trajectory
-    study = importlib.import_module("mlpsim.studies.02_weight_distribution")
+    study = study_module("02_weight_distribution")
     r = benchmark.pedantic(study.analyse, args=(FakeRun(p, net),), rounds=3, iterations=1)
     assert r["summary"]["verdict"] in ("supported", "contradicted", "inconclusive")
 

@@ -31,7 +31,26 @@ STUDIES = {
 
 
 def study_module(name: str):
-    """Import ``mlpsim.studies.<name>`` (the top-level ``studies/`` folder)."""
+    """Import ``mlpsim.studies.<name>`` (the top-level ``studies/`` folder).
+
+    An installed mlpsim carries the folder as the subpackage ``mlpsim.studies``
+    (``package_dir`` in setup.cfg). Run from a source checkout without
+    installing, the folder sits beside the package instead; it is then
+    registered under the same name.
+    """
+    try:
+        importlib.import_module("mlpsim.studies")
+    except ModuleNotFoundError:
+        import importlib.util
+        import sys
+        folder = Path(__file__).resolve().parent.parent / "studies"
+        spec = importlib.util.spec_from_file_location(
+            "mlpsim.studies", folder / "__init__.py", submodule_search_locations=[str(folder)])
+        if spec is None or not (folder / "__init__.py").exists():
+            raise RuntimeError(f"the studies are not installed and {folder} does not exist") from None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["mlpsim.studies"] = module
+        spec.loader.exec_module(module)
     return importlib.import_module(f"mlpsim.studies.{name}")
 
 

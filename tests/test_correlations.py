@@ -1,5 +1,4 @@
 """Alignment, network distances, correlation-vs-distance fits, and the correlation study."""
-import importlib
 import json
 
 import numpy as np
@@ -7,6 +6,7 @@ import pytest
 
 import mlpsim
 from mlpsim import analysis
+from mlpsim.study import study_module
 
 
 def permuted_copy(net, theta, seed):
@@ -91,7 +91,7 @@ def test_input_pair_correlation_of_identical_inputs_is_one():
 
 
 def test_correlation_study_smoke(tmp_path):
-    study = importlib.import_module("mlpsim.studies.04_correlations")
+    study = study_module("04_correlations")
     results = study.run_all(tmp_path, progress=False, log=lambda *a: None, depths=(2, 3), instances=8, steps=60)
     study.plot(results, tmp_path)
     s = json.loads((tmp_path / "summary.json").read_text())
