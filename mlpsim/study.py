@@ -8,7 +8,9 @@ run, and ``meta.json``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +43,6 @@ def study_module(name: str):
     try:
         importlib.import_module("mlpsim.studies")
     except ModuleNotFoundError:
-        import importlib.util
-        import sys
         folder = Path(__file__).resolve().parent.parent / "studies"
         spec = importlib.util.spec_from_file_location(
             "mlpsim.studies", folder / "__init__.py", submodule_search_locations=[str(folder)])
