@@ -8,8 +8,9 @@ weights won't affect results, usually". For each instance, exactly:
   the layer's weight std);
 * the worst single edit at four checkpoints (untrained, early, mid, trained);
 * the critical-weight table: the exhaustive single-weight search, with layer,
-  |w|, |gradient| and the Hessian diagonal, and how well first- and
-  second-order predictions rank the weights (Spearman correlation);
+  |w|, |gradient| and the Hessian diagonal, how well first- and second-order
+  predictions rank the weights (Spearman correlation), and the median ratio of
+  predicted to exact loss increase;
 * layer re-initialization (to the initial values) at the same checkpoints;
 * recovery: after the worst single edit and after a random 3-weight edit at
   the end of training, 1000 more Adam steps (fresh optimizer state) for the
@@ -87,7 +88,13 @@ def analyse(run, seed=0, n_random=200, max_instances=None, max_candidates=None, 
                         "train_mse": float(table["train_mse"][j]),
                         "layer": int(_layer_of(net, table["index"][j])), "old_value": float(theta[table["index"][j]])}
         idx = table["index"]
+        exact = table["train_mse"] - ev.base_mse  # the exact loss increase of each worst edit
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio1 = pred["first_order"][idx] / exact
+            ratio2 = pred["second_order"][idx] / exact
         out["heuristics"] = {"first_order_spearman": _spearman(pred["first_order"][idx], table["train_mse"]),
+                             "first_order_median_ratio": float(np.nanmedian(ratio1[exact > 0])),
+                             "second_order_median_ratio": (None if big else float(np.nanmedian(ratio2[exact > 0]))),
                              "second_order_spearman": (None if big else
                                                        _spearman(pred["second_order"][idx], table["train_mse"])),
                              "gradient": pred["gradient"][idx], "hessian_diag": pred["hessian_diag"][idx]}
@@ -188,6 +195,8 @@ def verdict(r) -> dict:
             "random_affected_share": {str(s): {k: _affected_share_random(per, s, k) for k in K_RANDOM}
                                       for s in BUDGET_SCALES},
             "heuristic_spearman": [{k: v for k, v in o["heuristics"].items() if k.endswith("spearman")} for o in per],
+            "heuristic_prediction_over_exact": [{k: v for k, v in o["heuristics"].items() if k.endswith("ratio")}
+                                                for o in per],
             "worst_mse_ratio_over_training": {"steps": r["steps"][r["picks"]],
                                               "by_instance": [o["over_training"]["worst_mse_ratio"] for o in per]},
             "recovery_step": rec,
