@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from ._jit import kernel, parallel_kernel
-from .kernels import CHUNK, forward_chunk
+from .kernels import CHUNK, activate, forward_chunk
 
 #: Columns of the ``out`` array of :func:`evaluate_candidates`.
 SQ_ERR, SQ_DIFF, MAX_DIFF, FLIPS = 0, 1, 2, 3
@@ -79,23 +79,7 @@ def dense_layer(theta, w0, b0, n_in, n_out, A_in, A_out, n, act, slope, hidden):
             for s in range(n):
                 z[s] += w * a[s]
         if hidden:
-            activate_row(z, n, act, slope)
-
-
-@kernel
-def activate_row(z, n, act, slope):
-    """Apply the activation in place (codes as in :mod:`mlpsim.kernels`)."""
-    if act == 1:
-        for s in range(n):
-            if z[s] < 0.0:
-                z[s] = 0.0
-    elif act == 2:
-        for s in range(n):
-            z[s] = np.tanh(z[s])
-    elif act == 3:
-        for s in range(n):
-            if z[s] < 0.0:
-                z[s] = slope * z[s]
+            activate(z, n, act, slope)
 
 
 @parallel_kernel
@@ -138,7 +122,7 @@ def evaluate_single_edits(theta, idx, vals, layer_of, unit_of, input_of, widths,
                 x = 1.0 if i < 0 else (X[i, s0 + s] if l == 0 else Ab[r_off[l] + i, s0 + s])
                 cur[o, s] = Zb[row + o, s0 + s] + delta * x
             if l + 1 < L:
-                activate_row(cur[o], m, act, slope)
+                activate(cur[o], m, act, slope)
                 # layer l + 2: a rank-one update of the unedited pre-activations
                 nxt = buf[1]
                 n_next = widths[l + 2]
@@ -149,7 +133,7 @@ def evaluate_single_edits(theta, idx, vals, layer_of, unit_of, input_of, widths,
                     for s in range(m):
                         z[s] = Zb[row2 + u, s0 + s] + w * (cur[o, s] - Ab[row + o, s0 + s])
                     if l + 2 < L:
-                        activate_row(z, m, act, slope)
+                        activate(z, m, act, slope)
                 # the remaining layers, recomputed in full
                 a_in, a_out = nxt, cur
                 for j in range(l + 2, L):
@@ -159,14 +143,4 @@ def evaluate_single_edits(theta, idx, vals, layer_of, unit_of, input_of, widths,
                 final = a_in
             else:
                 final = cur
-            for u in range(widths[L]):
-                for s in range(m):
-                    v = final[u, s]
-                    e = v - Y[u, s0 + s]
-                    d = v - ref[u, s0 + s]
-                    acc[SQ_ERR] += e * e
-                    acc[SQ_DIFF] += d * d
-                    if abs(d) > acc[MAX_DIFF]:
-                        acc[MAX_DIFF] = abs(d)
-                    if (v > threshold) != (ref[u, s0 + s] > threshold):
-                        acc[FLIPS] += 1.0
+            accumulate_chunk(final, 0, widths[L], Y, ref, s0, s1, threshold, acc)
