@@ -9,10 +9,11 @@ defaults are the seed notebook's experiment (``../shared/seed/README.md``)::
     init = "kaiming_normal"      # see mlpsim.init.INIT_SCHEMES
     bias_init = "zeros"          # zeros | normal | uniform | fan_in_uniform
     [data]
-    target = "piecewise"
+    target = "piecewise"         # see mlpsim.data.TARGETS, or "file"
     n = 5000
-    x_range = [-3.0, 3.0]
+    x_range = [-3.0, 3.0]        # default: the target's own range
     seed = 23049829048
+    n_test = 0                   # held-out points (loss recorded at checkpoints)
     [train]
     optimizer = "adam"           # gd | momentum | adam
     adam_variant = "wolfram"     # wolfram (the seed's) | kingma (textbook / PyTorch)
@@ -104,21 +105,48 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Training data: a named target (see :mod:`mlpsim.data`) on uniform inputs, or a file.
+
+    ``x_range`` defaults to the target's own range. ``target = "file"`` reads
+    ``path`` (.npz with x and y, or .npy / .csv columns: inputs then outputs);
+    ``n`` and ``x_range`` are then not used. ``n_test`` > 0 draws a held-out set
+    from the same distribution (an independent stream of ``seed``), or reads
+    ``test_path`` for file data; its loss is recorded at every checkpoint.
+    """
+
     target: str = "piecewise"
     n: int = 5000
-    x_range: tuple = (-3.0, 3.0)
+    x_range: tuple = None
     seed: int = 23049829048
+    n_test: int = 0
+    path: str = ""
+    test_path: str = ""
+    teacher_widths: tuple = (1, 16, 16, 1)
+    teacher_seed: int = 0
 
     def __post_init__(self):
-        _choice("data.target", self.target, TARGETS)
+        _choice("data.target", self.target, tuple(TARGETS) + ("file", "callable"))
         _require(_is_int(self.n) and self.n >= 1, "data.n", f"must be an integer >= 1, got {self.n!r}")
+        _require(_is_int(self.n_test) and self.n_test >= 0, "data.n_test",
+                 f"must be an integer >= 0, got {self.n_test!r}")
         xr = self.x_range
+        if xr is None:
+            xr = TARGETS[self.target].x_range if self.target in TARGETS else (-3.0, 3.0)
         _require(isinstance(xr, (list, tuple)) and len(xr) == 2 and all(_is_number(v) for v in xr)
                  and all(math.isfinite(v) for v in xr) and xr[0] < xr[1], "data.x_range",
                  f"must be two finite numbers [low, high] with low < high, got {xr!r}")
         object.__setattr__(self, "x_range", (float(xr[0]), float(xr[1])))
         _require(_is_int(self.seed) and self.seed >= 0, "data.seed",
                  f"must be an integer >= 0, got {self.seed!r}")
+        _require(isinstance(self.path, str) and isinstance(self.test_path, str), "data.path",
+                 "data.path and data.test_path must be path strings")
+        _require(self.target != "file" or self.path, "data.path", 'is required when data.target = "file"')
+        try:
+            object.__setattr__(self, "teacher_widths", validate_widths(self.teacher_widths))
+        except ValueError as exc:
+            raise ConfigError(f"data.teacher_widths: {exc}") from None
+        _require(_is_int(self.teacher_seed) and self.teacher_seed >= 0, "data.teacher_seed",
+                 f"must be an integer >= 0, got {self.teacher_seed!r}")
 
 
 @dataclass(frozen=True)
@@ -257,8 +285,13 @@ class Config:
 
         A value that is not valid TOML is taken as a string, so
         ``train.optimizer=gd`` works as well as ``train.optimizer="gd"``.
+        Changing ``data.target`` without ``data.x_range`` takes the new
+        target's default range.
         """
         d = self.to_dict()
+        keys = [t.split("=", 1)[0].strip() for t in assignments]
+        if "data.target" in keys and "data.x_range" not in keys:
+            d["data"]["x_range"] = None  # a new target brings its own default range
         for text in assignments:
             if "=" not in text:
                 raise ConfigError(f"override {text!r} must look like section.key=value")
@@ -279,7 +312,10 @@ class Config:
         for name, update in sections.items():
             if name not in SECTIONS:
                 raise ConfigError(_unknown_key_message(name, SECTIONS))
-            d[name].update(dataclasses.asdict(update) if dataclasses.is_dataclass(update) else update)
+            update = dataclasses.asdict(update) if dataclasses.is_dataclass(update) else dict(update)
+            if name == "data" and "target" in update and "x_range" not in update:
+                update["x_range"] = None  # a new target brings its own default range
+            d[name].update(update)
         return Config.from_dict(d)
 
 

@@ -1,49 +1,190 @@
 """Targets and training data.
 
-The seed's target is ``piecewise``: 1 on [-2, -1) and on [0, 2), 0 elsewhere.
-Inputs are drawn uniformly from ``x_range`` by a generator seeded with the
-data seed alone, so the data do not depend on the initialization seed.
+Each named target is a function of the inputs ``x`` (n, d_in) returning
+``y`` (n, d_out), with the input dimension and the default input range it
+was made for (every input coordinate is drawn uniformly from ``x_range``):
+
+==============  =====  =============  ==============================================
+name            d_in   default range  y
+==============  =====  =============  ==============================================
+piecewise       1      [-3, 3]        1 on [-2, -1) and [0, 2), else 0 (the seed's)
+step            1      [-3, 3]        1 for x >= 0, else 0
+sin             1      [-3, 3]        sin(x)
+sinc            1      [-32, 32]      sin(x) / x (1 at 0)
+abs             1      [-3, 3]        |x|
+sawtooth        1      [-3, 3]        x - floor(x) (period 1)
+bump            1      [-3, 3]        exp(-x^2)
+polynomial      1      [-3, 3]        x^3 / 9 - x / 2
+gaussian_2d     2      [-2, 2]        exp(-(x1^2 + x2^2) / 2)
+checkerboard    2      [-2, 2]        1 where floor(x1) + floor(x2) is even, else 0
+teacher         any    [-3, 3]        a seeded random MLP (``teacher_widths``,
+                                      tanh, Kaiming init, biases N(0, 0.1^2))
+==============  =====  =============  ==============================================
+
+Inputs are drawn by a generator seeded with the data seed alone (the test set,
+when asked for, from an independent child stream), so data never depend on the
+initialization seed.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from .model import unknown_name_message
 
 
-def piecewise(x: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Target:
+    fn: object
+    d_in: int
+    x_range: tuple
+
+
+def piecewise(x):
     """The seed notebook's target: 1 on [-2, -1) and [0, 2), else 0."""
     x = x[:, 0]
     return (((x >= -2) & (x < -1)) | ((x >= 0) & (x < 2))).astype(np.float64)[:, None]
 
 
-def step(x: np.ndarray) -> np.ndarray:
-    """A single step: 1 for x >= 0, else 0."""
+def step(x):
     return (x[:, :1] >= 0).astype(np.float64)
 
 
-def sin(x: np.ndarray) -> np.ndarray:
-    """sin(x)."""
+def sin(x):
     return np.sin(x[:, :1])
 
 
-#: name -> (function of x (n, d_in) returning (n, d_out), input dimension)
+def sinc(x):
+    return np.sinc(x[:, :1] / np.pi)  # numpy's sinc is sin(pi t) / (pi t)
+
+
+def absolute(x):
+    return np.abs(x[:, :1])
+
+
+def sawtooth(x):
+    return x[:, :1] - np.floor(x[:, :1])
+
+
+def bump(x):
+    return np.exp(-x[:, :1] ** 2)
+
+
+def polynomial(x):
+    return x[:, :1] ** 3 / 9.0 - x[:, :1] / 2.0
+
+
+def gaussian_2d(x):
+    return np.exp(-(x[:, :1] ** 2 + x[:, 1:2] ** 2) / 2.0)
+
+
+def checkerboard(x):
+    return ((np.floor(x[:, :1]) + np.floor(x[:, 1:2])) % 2 == 0).astype(np.float64)
+
+
 TARGETS = {
-    "piecewise": (piecewise, 1),
-    "step": (step, 1),
-    "sin": (sin, 1),
+    "piecewise": Target(piecewise, 1, (-3.0, 3.0)),
+    "step": Target(step, 1, (-3.0, 3.0)),
+    "sin": Target(sin, 1, (-3.0, 3.0)),
+    "sinc": Target(sinc, 1, (-32.0, 32.0)),
+    "abs": Target(absolute, 1, (-3.0, 3.0)),
+    "sawtooth": Target(sawtooth, 1, (-3.0, 3.0)),
+    "bump": Target(bump, 1, (-3.0, 3.0)),
+    "polynomial": Target(polynomial, 1, (-3.0, 3.0)),
+    "gaussian_2d": Target(gaussian_2d, 2, (-2.0, 2.0)),
+    "checkerboard": Target(checkerboard, 2, (-2.0, 2.0)),
+    "teacher": Target(None, None, (-3.0, 3.0)),
 }
 
 
-def make_data(target: str, n: int, x_range, seed: int):
-    """Draw ``n`` inputs uniformly from ``x_range`` and evaluate ``target``.
+def teacher_function(widths, seed: int):
+    """The function of a seeded random tanh MLP (the ``teacher`` target)."""
+    from .init import instance_rng, init_params
+    from .model import MLP
+    net = MLP(widths, activation="tanh")
+    theta = init_params(net, seed=seed)
+    theta[net.indices(kind="bias")] = instance_rng(seed, 1).normal(0.0, 0.1, net.indices(kind="bias").size)
+    return lambda x: net.forward(theta, x)
 
-    Returns ``(x, y)`` with shapes ``(n, d_in)`` and ``(n, d_out)``, float64.
-    """
-    if target not in TARGETS:
-        raise ValueError(unknown_name_message("target", target, TARGETS))
-    fn, d_in = TARGETS[target]
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
+
+def target_function(data_config):
+    """``(fn, d_in)`` for the config's target."""
+    if data_config.target not in TARGETS:
+        raise ValueError(unknown_name_message("target", data_config.target, TARGETS))
+    if data_config.target == "teacher":
+        w = data_config.teacher_widths
+        return teacher_function(w, data_config.teacher_seed), w[0]
+    t = TARGETS[data_config.target]
+    return t.fn, t.d_in
+
+
+def draw_inputs(n: int, d_in: int, x_range, seed: int, stream: int = 0) -> np.ndarray:
+    """``n`` inputs uniform on ``x_range`` in every coordinate; ``stream`` 0 trains, 1 tests."""
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed)) if stream == 0
+                                else np.random.SeedSequence(int(seed), spawn_key=(int(stream),)))
     lo, hi = x_range
-    x = rng.uniform(lo, hi, size=(int(n), d_in))
-    return x, fn(x)
+    return rng.uniform(lo, hi, size=(int(n), d_in))
+
+
+def make_data(target, n: int, x_range, seed: int):
+    """Draw ``n`` inputs from ``x_range`` and evaluate a named target (1-D targets only here;
+    see :func:`training_and_test_data` for every target and the test set)."""
+    if target not in TARGETS or TARGETS[target].fn is None:
+        raise ValueError(unknown_name_message("target", target, [k for k, v in TARGETS.items() if v.fn]))
+    t = TARGETS[target]
+    x = draw_inputs(n, t.d_in, x_range, seed)
+    return x, t.fn(x)
+
+
+def load_data_file(path, d_in: int, d_out: int):
+    """Read ``(x, y)`` from ``.npz`` (arrays ``x`` and ``y``), ``.npy`` (a 2-D array whose
+    first ``d_in`` columns are x and the rest y) or ``.csv`` (the same columns; a header
+    line is skipped). Raises ValueError naming the problem."""
+    path = str(path)
+    try:
+        if path.endswith(".npz"):
+            with np.load(path) as z:
+                if "x" not in z.files or "y" not in z.files:
+                    raise ValueError(f"{path!r} must hold arrays named 'x' and 'y', found {z.files}")
+                x, y = z["x"], z["y"]
+        elif path.endswith(".npy") or path.endswith(".csv"):
+            if path.endswith(".npy"):
+                a = np.load(path)
+            else:
+                with open(path) as fh:
+                    first = fh.readline()
+                skip = 0 if _is_numeric_row(first) else 1
+                a = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+            if a.ndim != 2 or a.shape[1] != d_in + d_out:
+                raise ValueError(f"{path!r} must have {d_in + d_out} columns ({d_in} inputs, {d_out} "
+                                 f"outputs) for this network, got shape {a.shape}")
+            x, y = a[:, :d_in], a[:, d_in:]
+        else:
+            raise ValueError(f"data file {path!r} must end in .npz, .npy or .csv")
+    except FileNotFoundError:
+        raise ValueError(f"data file {path!r} does not exist") from None
+    except (OSError, ValueError) as exc:
+        if str(exc).startswith(repr(path)) or "must" in str(exc):
+            raise
+        raise ValueError(f"cannot read data file {path!r}: {exc}") from None
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if y.ndim == 1:
+        y = y[:, None]
+    if x.shape[0] != y.shape[0] or x.shape[1] != d_in or y.shape[1] != d_out:
+        raise ValueError(f"{path!r}: x {x.shape} and y {y.shape} do not match the network "
+                         f"(d_in = {d_in}, d_out = {d_out}) or each other")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError(f"{path!r} contains NaN or Inf")
+    return x, y
+
+
+def _is_numeric_row(line: str) -> bool:
+    try:
+        [float(v) for v in line.strip().split(",") if v.strip()]
+        return True
+    except ValueError:
+        return False

@@ -12,6 +12,8 @@ file                   contents
 ``loss_steps.npy``     (instances, steps) float64, loss before each update
 ``steps.npy``          (checkpoints,) int64 step numbers of the checkpoints
 ``data.npz``           ``x`` (n, d_in) and ``y`` (n, d_out) actually used
+``test.npz``           (with a test set) the held-out ``x`` and ``y``
+``test_loss.npy``      (with a test set) (instances, checkpoints) float64
 ``state.npz``          what resuming needs: parameters and optimizer state at
                        the last committed checkpoint
 ``masks.npz``          (if the network is masked) ``mask_1 ... mask_L``
@@ -191,6 +193,8 @@ class Run:
         self.loss = np.load(self.path / "loss.npy", mmap_mode="r")[:, :k]
         n_steps = int(self.steps[-1]) if k else 0
         self.loss_steps = np.load(self.path / "loss_steps.npy", mmap_mode="r")[:, :n_steps]
+        test = self.path / "test_loss.npy"
+        self.test_loss = np.load(test, mmap_mode="r")[:, :k] if test.exists() else None
 
     @property
     def complete(self) -> bool:
@@ -203,6 +207,13 @@ class Run:
     def data(self):
         """The training data ``(x, y)`` used by the run."""
         with np.load(self.path / "data.npz") as z:
+            return z["x"], z["y"]
+
+    def test_data(self):
+        """The held-out data ``(x, y)``, or None when the run has none."""
+        if not (self.path / "test.npz").exists():
+            return None
+        with np.load(self.path / "test.npz") as z:
             return z["x"], z["y"]
 
     def final_loss(self) -> np.ndarray:

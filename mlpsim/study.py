@@ -63,7 +63,7 @@ def obtain_run(config: Config, run_dir, progress=None, log=print):
     from .train import train
     run_dir = Path(run_dir)
     if (run_dir / "manifest.json").exists():
-        old = read_json(run_dir / "config.json")
+        old = Config.from_dict(read_json(run_dir / "config.json")).to_dict()
         if old != config.to_dict():
             raise RunError(f"{str(run_dir)!r} holds a run with a different configuration; "
                            "choose another --out, or pass --run to analyse that run as it is")

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import kernels
 from .config import PRESETS, Config, ConfigError, preset
-from .data import TARGETS, make_data
+from .data import draw_inputs, load_data_file, target_function
 from .init import init_params as draw_init_params
 from .model import MLP
 from .store import (FORMAT_VERSION, NpyRows, Run, RunError, atomic_save_npz, atomic_write_json,
@@ -96,16 +96,54 @@ def initial_params(config: Config, net: MLP, explicit=None) -> np.ndarray:
                      for i in range(E)])
 
 
-def training_data(config: Config, net: MLP):
-    """``(x, y)`` for the run, checked against the network's input and output sizes."""
+def training_data(config: Config, net: MLP, target=None):
+    """``(x, y, x_test, y_test)`` for the run (test arrays None without a test set).
+
+    ``target``: a Python callable ``f(x (n, d_in)) -> y (n, d_out)`` used when
+    ``data.target = "callable"``. Shapes are checked against the network; a
+    problem raises ConfigError before anything is written.
+    """
     d = config.data
-    _, d_in = TARGETS[d.target]
-    x, y = make_data(d.target, d.n, d.x_range, d.seed)
-    if d_in != net.widths[0] or y.shape[1] != net.widths[-1]:
-        raise ConfigError(f"data.target {d.target!r} has input dimension {d_in} and output dimension "
-                          f"{y.shape[1]}, but model.widths = {list(net.widths)} expects "
-                          f"{net.widths[0]} and {net.widths[-1]}")
-    return x, y
+    d_in, d_out = net.widths[0], net.widths[-1]
+    if d.target == "file":
+        try:
+            x, y = load_data_file(d.path, d_in, d_out)
+            xt, yt = load_data_file(d.test_path, d_in, d_out) if d.test_path else (None, None)
+        except ValueError as exc:
+            raise ConfigError(f"data.path: {exc}") from None
+        return x, y, xt, yt
+    if d.target == "callable":
+        if not callable(target):
+            raise ConfigError('data.target = "callable" needs a Python function: train(..., target=f)')
+        fn, fn_d_in = target, d_in
+    else:
+        if target is not None:
+            raise ConfigError('a target function was given; set data.target = "callable" (train does '
+                              "this when config is not given explicitly)")
+        fn, fn_d_in = target_function(d)
+    if fn_d_in != d_in:
+        raise ConfigError(f"data.target {d.target!r} has input dimension {fn_d_in}, but model.widths = "
+                          f"{list(net.widths)} expects {d_in}")
+    x = draw_inputs(d.n, d_in, d.x_range, d.seed)
+    xt = draw_inputs(d.n_test, d_in, d.x_range, d.seed, stream=1) if d.n_test else None
+    try:
+        y = _call_target(fn, x, d_out)
+        yt = _call_target(fn, xt, d_out) if xt is not None else None
+    except ValueError as exc:
+        raise ConfigError(f"data.target {d.target!r}: {exc}; model.widths = {list(net.widths)}") from None
+    return x, y, xt, yt
+
+
+def _call_target(fn, x, d_out):
+    y = np.asarray(fn(x), dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.shape != (x.shape[0], d_out):
+        raise ValueError(f"the target gives output shape {y.shape}, expected ({x.shape[0]}, {d_out}) "
+                         f"(output dimension {y.shape[-1] if y.ndim == 2 else '?'})")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("the target gives NaN or Inf")
+    return y
 
 
 def disk_bytes(config: Config, net: MLP) -> int:
@@ -178,8 +216,9 @@ class Ensemble:
 class _Trainer:
     """State of one training process over one run directory."""
 
-    def __init__(self, config: Config, net: MLP, out: Path, x, y, thetas0):
+    def __init__(self, config: Config, net: MLP, out: Path, x, y, thetas0, x_test=None, y_test=None):
         self.config, self.net, self.out = config, net, out
+        self.x_test, self.y_test = x_test, y_test
         t = config.train
         self.dtype = np.dtype(t.dtype)
         self.schedule = t.schedule()
@@ -200,6 +239,8 @@ class _Trainer:
                                                   if m is not None})
         if explicit:
             np.save(out / "init_params.npy", self.ens.thetas)
+        if self.x_test is not None:
+            atomic_save_npz(out / "test.npz", x=self.x_test, y=self.y_test)
         np.save(out / "steps.npy", self.schedule)
         self.manifest = {
             "format_version": FORMAT_VERSION, "status": "running", "reason": "",
@@ -219,9 +260,14 @@ class _Trainer:
         self.loss_f = NpyRows(self.out / "loss.npy", (E, C), np.float64, fill=np.nan, create=create)
         self.loss_steps_f = NpyRows(self.out / "loss_steps.npy", (E, S), np.float64, fill=np.nan,
                                     create=create)
+        self.test_loss_f = (NpyRows(self.out / "test_loss.npy", (E, C), np.float64, fill=np.nan, create=create)
+                            if self.x_test is not None else None)
+
+    def _files(self):
+        return [f for f in (self.params_f, self.loss_f, self.loss_steps_f, self.test_loss_f) if f is not None]
 
     def close(self):
-        for f in (self.params_f, self.loss_f, self.loss_steps_f):
+        for f in self._files():
             f.close()
 
     def resume_from_disk(self):
@@ -246,7 +292,7 @@ class _Trainer:
         ``include_last=False`` leaves the newest checkpoint out of the record
         (its loss is only known once the next interval has run).
         """
-        for f in (self.params_f, self.loss_f, self.loss_steps_f):
+        for f in self._files():
             f.sync()
         if save_state:
             ens = self.ens
@@ -267,6 +313,14 @@ class _Trainer:
         for e in range(self.E):
             self.params_f.write((e, c), rows[e])
             self.loss_f.write((e, c), loss[e:e + 1])
+        if self.test_loss_f is not None:
+            test = np.full(self.E, np.nan)
+            live = self.ens.active == 1
+            if live.any():
+                yhat = self.net.forward(self.ens.thetas[live], self.x_test)  # (E', n_test, d_out)
+                test[live] = np.mean((yhat - self.y_test) ** 2, axis=(1, 2))
+            for e in range(self.E):
+                self.test_loss_f.write((e, c), test[e:e + 1])
         self.checkpoint = c
 
     def find_divergence(self, c: int, losses: np.ndarray, was_active: np.ndarray) -> list:
@@ -282,7 +336,7 @@ class _Trainer:
         return found
 
 
-def train(config=None, out=None, *, overrides=(), masks=None, init_params=None,
+def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, target=None,
           resume: bool = False, overwrite: bool = False, progress=None, threads=None,
           commit_seconds: float = 2.0) -> Run:
     """Train an ensemble of networks and store the trajectory in a run directory.
@@ -300,6 +354,10 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None,
         Per-layer 0/1 connectivity masks (see :class:`MLP`); copied into the run.
     init_params : array, optional
         Explicit initial parameters, ``(P,)`` for all instances or ``(instances, P)``.
+    target : callable, optional
+        A target function ``f(x (n, d_in)) -> y (n, d_out)``; sets
+        ``data.target = "callable"`` (inputs are drawn as for named targets).
+        A resumed run checks that it gives the stored data.
     resume : bool
         Continue an interrupted run in ``out`` with the same configuration.
     overwrite : bool
@@ -328,9 +386,11 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None,
         A loss or parameter became NaN/Inf (``train.on_divergence = "stop"``).
     """
     cfg = resolve_config(config, overrides)
+    if target is not None and cfg.data.target != "callable":
+        cfg = cfg.replace(data={"target": "callable"})
     net = build_net(cfg, masks)
     thetas0 = initial_params(cfg, net, init_params)
-    x, y = training_data(cfg, net)
+    x, y, x_test, y_test = training_data(cfg, net, target)
     if threads is not None:
         if not (isinstance(threads, int) and 1 <= threads <= numba.config.NUMBA_NUM_THREADS):
             raise ConfigError(f"threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}], "
@@ -345,10 +405,11 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None,
                        "pass --resume to continue it or --overwrite to replace it")
     if resume and existing:
         _check_resumable(out, cfg)
+        _check_same_data(out, x, y)
     masks_used = any(m is not None for m in net.masks)
     explicit = init_params is not None or bool(cfg.model.init_params)
 
-    trainer = _Trainer(cfg, net, out, x, y, thetas0)
+    trainer = _Trainer(cfg, net, out, x, y, thetas0, x_test, y_test)
     if resume and existing:
         manifest = read_json(out / "manifest.json")
         if manifest["status"] == "complete":
@@ -370,8 +431,15 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None,
     return load_run(out)
 
 
+def _check_same_data(out: Path, x, y):
+    with np.load(out / "data.npz") as z:
+        if not (np.array_equal(z["x"], x) and np.array_equal(z["y"], y)):
+            raise RunError(f"cannot resume {str(out)!r}: the training data differ from the run's data.npz "
+                           "(a different target function or data file?)")
+
+
 def _check_resumable(out: Path, cfg: Config):
-    old = read_json(out / "config.json")
+    old = Config.from_dict(read_json(out / "config.json")).to_dict()
     manifest = read_json(out / "manifest.json")
     if old != cfg.to_dict():
         new = cfg.to_dict()

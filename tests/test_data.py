@@ -1,0 +1,110 @@
+"""Targets, data files, held-out data and user target functions."""
+import numpy as np
+import pytest
+
+import mlpsim
+from mlpsim import data
+from mlpsim.config import ConfigError, preset
+
+SMALL = preset("seed").with_overrides(["data.n=300", "train.steps=20", "train.instances=2",
+                                       "train.checkpoint_every=10"])
+
+
+def test_targets_at_known_points():
+    x = np.array([[-2.5], [-2.0], [-1.5], [-1.0], [-0.5], [0.0], [1.9], [2.0]])
+    assert list(data.piecewise(x)[:, 0]) == [0, 1, 1, 0, 0, 1, 1, 0]
+    assert list(data.step(np.array([[-0.1], [0.0]]))[:, 0]) == [0, 1]
+    np.testing.assert_allclose(data.sinc(np.array([[0.0], [np.pi], [np.pi / 2]]))[:, 0], [1.0, 0.0, 2 / np.pi],
+                               atol=1e-15)
+    assert data.absolute(np.array([[-2.0]]))[0, 0] == 2.0
+    np.testing.assert_allclose(data.sawtooth(np.array([[-0.25], [1.5]]))[:, 0], [0.75, 0.5])
+    assert data.bump(np.array([[0.0]]))[0, 0] == 1.0
+    assert data.polynomial(np.array([[3.0]]))[0, 0] == pytest.approx(3.0 - 1.5)
+    assert data.gaussian_2d(np.array([[0.0, 0.0]]))[0, 0] == 1.0
+    assert list(data.checkerboard(np.array([[0.5, 0.5], [1.5, 0.5], [-0.5, -0.5]]))[:, 0]) == [1, 0, 1]
+    assert data.TARGETS["sinc"].x_range == (-32.0, 32.0)
+
+
+def test_default_range_follows_the_target():
+    assert mlpsim.DataConfig(target="sinc").x_range == (-32.0, 32.0)
+    assert mlpsim.DataConfig(target="gaussian_2d").x_range == (-2.0, 2.0)
+    assert mlpsim.DataConfig(target="sinc", x_range=(-1, 1)).x_range == (-1.0, 1.0)
+
+
+def test_two_dimensional_target_and_teacher(tmp_path):
+    run = mlpsim.train(SMALL.with_overrides(["data.target=gaussian_2d", "model.widths=[2, 8, 1]"]),
+                       tmp_path / "g", progress=False)
+    x, y = run.data()
+    assert x.shape == (300, 2) and np.all(np.abs(x) <= 2)
+    np.testing.assert_allclose(y[:, 0], np.exp(-(x ** 2).sum(1) / 2))
+    cfg = SMALL.with_overrides(["data.target=teacher", "data.teacher_widths=[1, 5, 1]", "model.widths=[1, 8, 1]"])
+    a = mlpsim.train(cfg, tmp_path / "t1", progress=False)
+    b = mlpsim.train(cfg.with_overrides(["train.seed=9"]), tmp_path / "t2", progress=False)
+    assert np.array_equal(a.data()[1], b.data()[1])  # the teacher depends on its own seed only
+    c = mlpsim.train(cfg.with_overrides(["data.teacher_seed=1"]), tmp_path / "t3", progress=False)
+    assert not np.array_equal(a.data()[1], c.data()[1])
+    with pytest.raises(ConfigError, match="input dimension 2"):
+        mlpsim.train(SMALL.with_overrides(["data.target=checkerboard"]), tmp_path / "bad")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy", ".csv", "_header.csv"])
+def test_data_files_round_trip(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (50, 1))
+    y = np.sin(x)
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".npz":
+        np.savez(path, x=x, y=y)
+    elif suffix == ".npy":
+        np.save(path, np.hstack([x, y]))
+    else:
+        header = "x,y\n" if "header" in suffix else ""
+        path.write_text(header + "\n".join(f"{a:.17g},{b:.17g}" for a, b in zip(x[:, 0], y[:, 0])) + "\n")
+    run = mlpsim.train(SMALL.with_overrides(["data.target=file", f"data.path='{path}'"]), tmp_path / "r",
+                       progress=False)
+    rx, ry = run.data()
+    assert np.array_equal(rx, x) and np.array_equal(ry, y)
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "does not exist"),
+    ("1,2,3\n4,5,6\n", "2 columns"),
+    ("1,nan\n2,3\n", "NaN"),
+])
+def test_bad_data_files(tmp_path, content, match):
+    path = tmp_path / "d.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=match):
+        mlpsim.train(SMALL.with_overrides(["data.target=file", f"data.path='{path}'"]), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ConfigError, match="required"):
+        SMALL.with_overrides(["data.target=file"])
+    (tmp_path / "d.txt").write_text("1,2\n")
+    with pytest.raises(ConfigError, match=".npz, .npy or .csv"):
+        mlpsim.train(SMALL.with_overrides(["data.target=file", f"data.path='{tmp_path / 'd.txt'}'"]), tmp_path / "r")
+
+
+def test_held_out_loss_is_recorded(tmp_path):
+    run = mlpsim.train(SMALL.with_overrides(["data.n_test=200"]), tmp_path / "h", progress=False)
+    xt, yt = run.test_data()
+    assert xt.shape == (200, 1) and run.test_loss.shape == (2, 3)
+    x, _ = run.data()
+    assert not np.any(np.isin(xt, x))  # an independent stream
+    for c in range(3):
+        assert run.test_loss[1, c] == pytest.approx(np.mean((run.net.forward(run.params[1, c], xt) - yt) ** 2))
+    plain = mlpsim.train(SMALL, tmp_path / "p", progress=False)
+    assert np.array_equal(plain.params, run.params) and plain.test_loss is None
+
+
+def test_callable_target_and_resume_check(tmp_path):
+    run = mlpsim.train(SMALL, tmp_path / "c", target=lambda x: np.cos(x), progress=False)
+    x, y = run.data()
+    np.testing.assert_allclose(y, np.cos(x))
+    assert run.config.data.target == "callable"
+    with pytest.raises(mlpsim.RunError, match="data differ"):
+        mlpsim.train(SMALL, tmp_path / "c", target=lambda x: np.sin(x), resume=True, progress=False)
+    with pytest.raises(ConfigError, match="output shape"):
+        mlpsim.train(SMALL, tmp_path / "bad", target=lambda x: np.hstack([x, x]), progress=False)
+    with pytest.raises(ConfigError, match="needs a Python function"):
+        mlpsim.train(SMALL.with_overrides(["data.target=callable"]), tmp_path / "bad2")
