@@ -86,6 +86,9 @@ class ModelConfig:
     masks: str = ""
     #: path of a ``.npy`` with explicit initial parameters, (P,) or (instances, P), or ""
     init_params: str = ""
+    #: 0 for dense layers, or 1-3: hidden layers wired as a mesh (see mlpsim.mesh)
+    mesh_k: int = 0
+    mesh_wrap: bool = False
 
     def __post_init__(self):
         try:
@@ -101,6 +104,14 @@ class ModelConfig:
                      f"must be a finite number >= 0, got {v!r}")
         for key in ("masks", "init_params"):
             _require(isinstance(getattr(self, key), str), f"model.{key}", "must be a path string")
+        _require(_is_int(self.mesh_k) and 0 <= self.mesh_k <= 3, "model.mesh_k",
+                 f"must be 0 (dense) or 1, 2, 3 (inputs per neuron), got {self.mesh_k!r}")
+        _require(isinstance(self.mesh_wrap, bool), "model.mesh_wrap", f"must be true or false, got {self.mesh_wrap!r}")
+        _require(not (self.mesh_k and self.masks), "model.mesh_k", "and model.masks exclude each other")
+        if self.mesh_k:
+            hidden = self.widths[1:-1]
+            _require(len(hidden) >= 2 and len(set(hidden)) == 1 and hidden[0] >= self.mesh_k, "model.mesh_k",
+                     f"a mesh needs at least two hidden layers of equal width >= k, got widths {list(self.widths)}")
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,11 @@ def build_net(config: Config, masks=None) -> MLP:
     m = config.model
     if masks is None and m.masks:
         masks = load_masks(m.masks, len(m.widths) - 1)
+    if m.mesh_k:
+        if masks is not None:
+            raise ConfigError("model.mesh_k builds the masks; do not pass masks as well")
+        from .mesh import mesh_masks
+        masks = mesh_masks(m.widths, m.mesh_k, m.mesh_wrap)
     return MLP(m.widths, activation=m.activation, masks=masks, leaky_slope=m.leaky_slope)
 
 
