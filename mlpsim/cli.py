@@ -117,7 +117,7 @@ def cmd_study(args) -> int:
     if hasattr(modules[0], "run_all") and not (args.preset or args.config or args.set):
         return _study_many(args.name, modules[0], out, progress)
     defaults = getattr(modules[0], "DEFAULT_PRESETS", None)
-    if defaults and not (args.preset or args.config or args.set):
+    if defaults and len(defaults) > 1 and not (args.preset or args.config or args.set):
         from .train import resolve_config
         verdicts = {}
         for name in defaults:  # validate every config before training any
@@ -127,6 +127,8 @@ def cmd_study(args) -> int:
             verdicts[name] = _study_one(args.name, modules, run, out / name)
         _write_comparison(out, args.name, verdicts)
         return 0
+    if defaults and not (args.preset or args.config):
+        args.preset = defaults[0]
     run = obtain_run(_config_from_args(args), out / "run", progress=progress)
     _study_one(args.name, modules, run, out)
     return 0

@@ -352,13 +352,16 @@ def _unknown_key_message(key: str, allowed) -> str:
 
 #: Named configurations. ``seed`` is the notebook's experiment; ``tiny`` is a
 #: seconds-long version for smoke tests and demos; ``wide`` a 1-64-64-64-1
-#: network (about a minute) where rank and spectral measures have room to move.
+#: network (about a minute) where rank and spectral measures have room to move;
+#: ``mesh`` six hidden layers of 8 wired as a mesh with k = 3 (see mlpsim.mesh).
 PRESETS = {
     "seed": Config(),
     "tiny": Config(data=DataConfig(n=512),
                    train=TrainConfig(steps=200, checkpoint_every=20, instances=3)),
     "wide": Config(model=ModelConfig(widths=(1, 64, 64, 64, 1)), data=DataConfig(n=1000),
                    train=TrainConfig(steps=5000, checkpoint_every=50, instances=5)),
+    "mesh": Config(model=ModelConfig(widths=(1, 8, 8, 8, 8, 8, 8, 1), mesh_k=3), data=DataConfig(n=2000),
+                   train=TrainConfig(steps=5000, checkpoint_every=50, instances=3)),
 }
 
 

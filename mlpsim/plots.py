@@ -126,3 +126,64 @@ def ccdf(ax, values, label):
     ax.loglog(a, p, lw=1.5, label=label)
     ax.set_xlabel("|parameter|")
     ax.set_ylabel("P(|w| >= x)")
+
+
+def draw_network(ax, net, theta, title="", vmax=None, cmap="RdBu_r"):
+    """The network as a grid: neuron (layer, position), every present connection a
+    line colored by its weight (diverging map centred at 0), neurons colored by bias.
+
+    Returns the line collection (for a colorbar).
+    """
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import Normalize
+    theta = np.asarray(theta, dtype=np.float64)
+    ws = net.weights(theta)
+    bs = net.biases(theta)
+    if vmax is None:
+        vmax = max(float(np.max(np.abs(theta))), 1e-12)
+    norm = Normalize(-vmax, vmax)
+
+    def ypos(l, j):
+        w = net.widths[l]
+        return j - (w - 1) / 2.0
+
+    segs, vals = [], []
+    for l, W in enumerate(ws):
+        present = np.ones(W.shape, bool) if net.masks[l] is None else net.masks[l].astype(bool)
+        for o in range(W.shape[0]):
+            for i in range(W.shape[1]):
+                if present[o, i]:
+                    segs.append([(l, ypos(l, i)), (l + 1, ypos(l + 1, o))])
+                    vals.append(W[o, i])
+    order = np.argsort(np.abs(vals))  # strong connections drawn on top
+    lc = LineCollection([segs[i] for i in order], array=np.asarray(vals)[order], cmap=cmap, norm=norm,
+                        linewidths=1.6)
+    ax.add_collection(lc)
+    for l in range(len(net.widths)):
+        ys = [ypos(l, j) for j in range(net.widths[l])]
+        colors = "lightgray" if l == 0 else plt.get_cmap(cmap)(norm(bs[l - 1]))
+        ax.scatter([l] * len(ys), ys, s=60, c=colors, edgecolors="k", linewidths=0.6, zorder=3)
+    ax.set_xlim(-0.3, len(net.widths) - 0.7)
+    half = max(net.widths) / 2.0 + 0.5
+    ax.set_ylim(-half, half)
+    ax.set_xticks(range(len(net.widths)))
+    ax.set_xticklabels(["in"] + [f"h{l}" for l in range(1, len(net.widths) - 1)] + ["out"])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return lc
+
+
+def animate_networks(net, thetas, labels, path, vmax=None, fps=4):
+    """An animated GIF of ``draw_network`` over the rows of ``thetas`` (pillow writer)."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+    thetas = np.asarray(thetas, dtype=np.float64)
+    vmax = vmax or float(np.max(np.abs(thetas)))
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+
+    def frame(i):
+        ax.clear()
+        draw_network(ax, net, thetas[i], title=labels[i], vmax=vmax)
+    anim = FuncAnimation(fig, frame, frames=len(thetas))
+    anim.save(path, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+    return path

@@ -27,6 +27,7 @@ STUDIES = {
     "rank": (("03_rank",), "does the rank of the weight matrices fall during training? (seed and wide presets)"),
     "perturbation": (("05_perturbation",),
                      "does editing a few weights change the network's function? (seed and wide presets)"),
+    "mesh": (("09_mesh",), "grid networks: can one visually see training? (mesh preset)"),
     "correlations": (("04_correlations",),
                      "are weight correlations exponentially damped with network distance? (depths 2-8)"),
 }

@@ -51,3 +51,20 @@ def test_bad_mesh_configs(override, match):
         preset("seed").with_overrides([override])
     with pytest.raises(ConfigError, match="equal width"):
         preset("seed").with_overrides(["model.widths=[1, 8, 4, 1]", "model.mesh_k=2"])
+
+
+def test_mesh_study_smoke(tmp_path):
+    import json
+
+    from mlpsim.cli import main
+    out = tmp_path / "mesh"
+    assert main(["study", "mesh", "--set", "train.steps=100", "--set", "train.checkpoint_every=10",
+                 "--set", "data.n=300", "--out", str(out), "--no-progress"]) == 0
+    for name in ("fig_mesh_frames", "fig_mesh_change", "fig_mesh_activations", "fig_mesh_where"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+    assert (out / "mesh_training.gif").stat().st_size > 1000
+    s = json.loads((out / "summary.json").read_text())
+    assert s["mesh_k"] == 3 and len(s["share_of_weights_moved"]) == 3
+    assert all(0 <= v <= 1 for v in s["share_of_weights_moved"])
+    run = mlpsim.load_run(out / "run")
+    assert run.net.masks[2] is not None and np.all(run.net.view(run.params, "W3")[..., run.net.masks[2] == 0] == 0)
