@@ -6,7 +6,11 @@ training path is bit-reproducible:
 * ``fastmath=False``: no reassociation of sums and no fused multiply-add
   contraction, so a sum is computed in exactly the order the code states.
 * ``cache=True``: compiled machine code is stored next to the module, so a second
-  process starts training in about a second instead of recompiling.
+  process starts training in about a second instead of recompiling. Numba
+  invalidates a cache entry only when the function's *own* file changes: after
+  editing ``kernels.py``, delete ``mlpsim/__pycache__/kernels_eval*.nb*`` too
+  (its kernels inline ``kernels.forward_chunk``), or run with
+  ``NUMBA_CACHE_DIR`` pointing to an empty folder.
 * ``boundscheck=False``: kernels are only called by the validating Python API,
   which guarantees shapes.
 * ``error_model="numpy"``: division by zero gives inf/nan instead of raising, so a

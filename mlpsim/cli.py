@@ -39,10 +39,11 @@ def toml_dumps(d: dict) -> str:
 
 
 def _config_from_args(args) -> Config:
-    from .train import resolve_config
+    from .config import preset
     if args.preset and args.config:
         raise ConfigError("give either --preset or --config, not both")
-    return resolve_config(args.config or args.preset or "seed", args.set)
+    cfg = Config.from_toml(args.config) if args.config else preset(args.preset or "seed")
+    return cfg.with_overrides(args.set) if args.set else cfg
 
 
 def cmd_train(args) -> int:

@@ -241,6 +241,10 @@ class Evaluator:
             raise ValueError(f"idx and vals must have the same shape, got {idx.shape} and {vals.shape}")
         if idx.size and (idx.max() >= self.net.n_params or idx.min() < -1):
             raise ValueError(f"parameter indices must lie in [0, {self.net.n_params - 1}] (or -1 for none)")
+        if np.any(self.net.free[idx[idx >= 0]] == 0):
+            raise ValueError("cannot edit a masked (structurally absent) weight")
+        if base is not self.theta:
+            base = self.net.check_params(base, dtype=np.float64)
         if not np.all(np.isfinite(vals)):
             raise ValueError("edited values must be finite")
         K = idx.shape[0]
@@ -413,18 +417,20 @@ def _act_derivatives(net: MLP):
 def predicted_effects(net: MLP, theta, x, y, budget: Budget, H=None) -> dict:
     """First- and second-order predictions of the worst loss increase per parameter.
 
-    first order: |g_j| * delta_j; second order: max over delta in {-delta_j, +delta_j}
-    of g_j delta + H_jj delta^2 / 2, with delta_j the budget's half-width.
+    For each parameter the two extreme moves the budget allows, delta in
+    {lo - theta, hi - theta}: first order max |g_j delta|; second order the max
+    of g_j delta + H_jj delta^2 / 2. Pass ``H`` full of NaN to skip the Hessian.
     """
+    theta = np.asarray(theta, dtype=np.float64)
     loss, g = net.loss_and_grad(theta, x, y)
     lo, hi = budget.interval(net, theta)
-    d = (hi - lo) / 2.0
+    down, up = lo - theta, hi - theta
     if H is None:
         H = hessian(net, theta, x, y)
     h = np.diag(H)
-    second = np.maximum(g * d, -g * d) + 0.5 * h * d ** 2
-    return {"loss": loss, "gradient": g, "hessian_diag": h, "first_order": np.abs(g) * d,
-            "second_order": second}
+    first = np.maximum(np.abs(g * down), np.abs(g * up))
+    second = np.maximum(g * down + 0.5 * h * down ** 2, g * up + 0.5 * h * up ** 2)
+    return {"loss": loss, "gradient": g, "hessian_diag": h, "first_order": first, "second_order": second}
 
 
 # --------------------------------------------------------------------- layer resets

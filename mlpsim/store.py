@@ -81,6 +81,13 @@ def atomic_save_npz(path: Path, **arrays):
     atomic_write_bytes(path, buf.getvalue())
 
 
+def atomic_save_npy(path: Path, array):
+    import io
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def fsync_dir(path: Path):
     try:
         fd = os.open(path, os.O_RDONLY)

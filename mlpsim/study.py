@@ -63,6 +63,8 @@ def obtain_run(config: Config, run_dir, progress=None, log=print):
     """
     from .train import train
     run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "manifest.json").exists():
+        raise RunError(f"{str(run_dir)!r} exists but holds no mlpsim run; delete it or choose another --out")
     if (run_dir / "manifest.json").exists():
         old = Config.from_dict(read_json(run_dir / "config.json")).to_dict()
         if old != config.to_dict():
@@ -72,6 +74,9 @@ def obtain_run(config: Config, run_dir, progress=None, log=print):
         if manifest["status"] == "complete":
             log(f"reusing the finished run in {run_dir} (same configuration; nothing trained)")
             return load_run(run_dir)
+        if manifest["status"] == "failed":
+            raise RunError(f"the run in {str(run_dir)!r} failed ({manifest.get('reason')}); delete it to "
+                           "train again, or choose another --out")
         log(f"resuming the unfinished run in {run_dir}")
         return train(config, run_dir, resume=True, progress=progress)
     log(f"training into {run_dir}")

@@ -21,7 +21,8 @@ from .config import PRESETS, Config, ConfigError, preset
 from .data import draw_inputs, load_data_file, target_function
 from .init import init_params as draw_init_params
 from .model import MLP
-from .store import (FORMAT_VERSION, NpyRows, Run, RunError, atomic_save_npz, atomic_write_json,
+from .store import (FORMAT_VERSION, NpyRows, Run, RunError, atomic_save_npy, atomic_save_npz,
+                    atomic_write_json,
                     host_info, load_run, now, read_json, versions)
 
 
@@ -243,10 +244,10 @@ class _Trainer:
             atomic_save_npz(out / "masks.npz", **{f"mask_{l + 1}": m for l, m in enumerate(self.net.masks)
                                                   if m is not None})
         if explicit:
-            np.save(out / "init_params.npy", self.ens.thetas)
+            atomic_save_npy(out / "init_params.npy", self.ens.thetas)
         if self.x_test is not None:
             atomic_save_npz(out / "test.npz", x=self.x_test, y=self.y_test)
-        np.save(out / "steps.npy", self.schedule)
+        atomic_save_npy(out / "steps.npy", self.schedule)
         self.manifest = {
             "format_version": FORMAT_VERSION, "status": "running", "reason": "",
             "checkpoints_written": 0, "checkpoints_total": self.C,
@@ -397,12 +398,15 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
     thetas0 = initial_params(cfg, net, init_params)
     x, y, x_test, y_test = training_data(cfg, net, target)
     if threads is not None:
-        if not (isinstance(threads, int) and 1 <= threads <= numba.config.NUMBA_NUM_THREADS):
+        if not (isinstance(threads, int) and not isinstance(threads, bool)
+                and 1 <= threads <= numba.config.NUMBA_NUM_THREADS):
             raise ConfigError(f"threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}], "
                               f"got {threads!r}")
         numba.set_num_threads(threads)
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other")
+    if not (isinstance(commit_seconds, (int, float)) and np.isfinite(commit_seconds) and commit_seconds > 0):
+        raise ConfigError(f"commit_seconds (--commit-every) must be a finite number > 0, got {commit_seconds!r}")
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="mlpsim-run-"))
     existing = out.exists() and any(out.iterdir())
     if existing and not (resume or overwrite):
@@ -411,6 +415,7 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
     if resume and existing:
         _check_resumable(out, cfg)
         _check_same_data(out, x, y)
+        _check_same_masks(out, net)
     masks_used = any(m is not None for m in net.masks)
     explicit = init_params is not None or bool(cfg.model.init_params)
 
@@ -422,6 +427,8 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
         if not (out / "state.npz").exists():  # killed before the first commit
             resume = False
     if overwrite and existing:
+        if not ((out / "manifest.json").exists() or (out / "config.json").exists()):
+            raise RunError(f"--overwrite refuses to delete {str(out)!r}: it is not an mlpsim run directory")
         shutil.rmtree(out)
     if resume and existing:
         trainer.resume_from_disk()
@@ -434,6 +441,17 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
     finally:
         trainer.close()
     return load_run(out)
+
+
+def _check_same_masks(out: Path, net: MLP):
+    stored = [None] * net.n_layers
+    if (out / "masks.npz").exists():
+        with np.load(out / "masks.npz") as z:
+            stored = [z[f"mask_{l + 1}"] if f"mask_{l + 1}" in z.files else None for l in range(net.n_layers)]
+    for l, (a, b) in enumerate(zip(stored, net.masks)):
+        if (a is None) != (b is None) or (a is not None and not np.array_equal(a, b)):
+            raise RunError(f"cannot resume {str(out)!r}: the connectivity mask of layer {l + 1} differs "
+                           "from the run's masks.npz")
 
 
 def _check_same_data(out: Path, x, y):

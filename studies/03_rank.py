@@ -17,10 +17,10 @@ Figures:
 
 ``summary.json`` holds ``effective_rank_initial`` / ``effective_rank_final``
 (per weight layer, per instance) and ``verdict`` / ``verdict_reason``:
-``supported`` when in at least half of the matrices that can lose rank
+``supported`` when in more than half of the matrices that can lose rank
 (min(out, in) >= 2) the effective rank falls in at least 80 % of the
 instances *and* ends below both randomized controls in at least 80 %;
-``contradicted`` when in at least half it rises in 80 %; else ``inconclusive``.
+``contradicted`` when in more than half it rises in 80 %; else ``inconclusive``.
 
 Runtime: seconds after training. By default it runs on the ``seed`` preset and
 on the wider ``wide`` preset (1-64-64-64-1, about a minute of training), so
@@ -100,9 +100,9 @@ def verdict(r) -> dict:
             rises += 1
     if judged == 0:
         v, why = "inconclusive", "no weight matrix has 2 or more rows and columns, so no rank can fall"
-    elif falls * 2 >= judged:
+    elif falls * 2 > judged:
         v, why = "supported", ""
-    elif rises * 2 >= judged:
+    elif rises * 2 > judged:
         v, why = "contradicted", ""
     else:
         v, why = "inconclusive", ""

@@ -81,7 +81,7 @@ def analyse(run, seed=0, n_random=200, max_instances=None, max_candidates=None, 
             out["greedy"][scale] = _greedy(ev, b, K_GREEDY, candidates)
         table = ev.exhaustive_single(DEFAULT_BUDGET, candidates=candidates)
         pred = perturb.predicted_effects(net, theta, x, y, DEFAULT_BUDGET,
-                                         H=None if not big else np.zeros((net.n_params, net.n_params)))
+                                         H=None if not big else np.full((net.n_params, net.n_params), np.nan))
         j = int(np.argmax(table["train_mse"]))
         out["table"] = table
         out["worst"] = {"index": int(table["index"][j]), "value": float(table["value"][j]),

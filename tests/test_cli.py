@@ -84,3 +84,11 @@ def test_divergence_exit_code_1(tmp_path):
 def test_console_script_installed():
     proc = subprocess.run(["mlpsim", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("mlpsim ")
+
+
+def test_config_and_preset_flags_are_distinct(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "my_config.tml"), "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny", "--commit-every", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "commit" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -120,3 +120,18 @@ def test_pair_categories_by_hand():
     rng = np.random.default_rng(0)
     r = analysis.mean_r2_by_category(rng.normal(size=(500, C.shape[0])), C)
     assert np.all(np.abs(r["excess_r2"]) < 0.01)
+
+
+def test_permutations_and_masks_are_validated():
+    net = mlpsim.MLP([1, 4, 4, 1])
+    theta = net.init(seed=0)
+    with pytest.raises(ValueError, match="not a permutation"):
+        analysis.permute_hidden(theta, net, [np.array([0, 0, 0, 0]), np.arange(4)])
+    with pytest.raises(ValueError, match="one permutation per hidden layer"):
+        analysis.permute_hidden(theta, net, [np.arange(4)])
+    masked = mlpsim.MLP([1, 4, 4, 1], masks=[None, np.eye(4), None])
+    with pytest.raises(ValueError, match="masked"):
+        analysis.align(np.stack([masked.init(seed=0)] * 3), masked)
+    t = np.stack([masked.init(seed=s) for s in range(3)])[:, None]
+    for control in (analysis.shuffle_within_layers(t, masked, 0), analysis.matched_random(t, masked, 0)):
+        assert np.all(control[..., masked.free == 0] == 0)

@@ -202,3 +202,19 @@ def test_perturbation_study_smoke(tmp_path):
     for name in ("fig_effect_vs_k", "fig_over_training", "fig_critical_weights", "fig_recovery"):
         assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.npz").exists()
     assert json.loads((out / "meta.json").read_text())["run_dir"] == str((out / "run").resolve())
+
+
+def test_masked_edits_and_unbounded_predictions():
+    net = mlpsim.MLP([1, 3, 1], masks=[np.array([[1], [0], [1]]), None])
+    theta = net.init(seed=0, bias_init="normal", bias_scale=0.1)
+    x = np.linspace(-1, 1, 50)[:, None]
+    ev = perturb.Evaluator(net, theta, x, np.sin(x))
+    with pytest.raises(ValueError, match="masked"):
+        ev.effects(np.array([[1]]), np.array([[1.0]]))
+    with pytest.raises(ValueError, match="masked"):
+        perturb.edit(net, theta, [1], "set", 1.0)
+    b = perturb.Budget("unbounded", value_range=(-2.0, 2.0))
+    p = perturb.predicted_effects(net, theta, x, np.sin(x), b)
+    _, g = net.loss_and_grad(theta, x, np.sin(x))
+    expected = np.maximum(np.abs(g * (-2 - theta)), np.abs(g * (2 - theta)))
+    np.testing.assert_allclose(p["first_order"], expected)

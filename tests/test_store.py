@@ -50,3 +50,39 @@ def test_load_run_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunError, match="not an mlpsim run directory"):
         mlpsim.load_run(tmp_path / "empty")
+
+
+def test_atomic_write_keeps_the_old_file_when_the_replace_fails(tmp_path, monkeypatch):
+    import os
+
+    from mlpsim import store
+    path = tmp_path / "manifest.json"
+    store.atomic_write_json(path, {"status": "running", "n": 1})
+    def broken_replace(src, dst):
+        raise OSError("disk gone")
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        store.atomic_write_json(path, {"status": "complete", "n": 2})
+    assert store.read_json(path) == {"status": "running", "n": 1}  # never a half-written file
+
+
+def test_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path):
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("...")
+    with pytest.raises(RunError, match="not an mlpsim run"):
+        mlpsim.train("tiny", precious, overwrite=True, progress=False)
+    assert (precious / "thesis.tex").exists()
+
+
+def test_resume_with_other_masks_is_refused(tmp_path):
+    import json
+    mask = np.eye(8, dtype=int)
+    mlpsim.train("tiny", tmp_path / "r", masks=[None, mask, None, None], progress=False)
+    m = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    m["status"] = "interrupted"
+    (tmp_path / "r" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(RunError, match="mask of layer 2"):
+        mlpsim.train("tiny", tmp_path / "r", resume=True, progress=False)
+    with pytest.raises(RunError, match="mask of layer 2"):
+        mlpsim.train("tiny", tmp_path / "r", masks=[None, 1 - mask, None, None], resume=True, progress=False)

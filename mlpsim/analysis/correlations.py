@@ -24,11 +24,18 @@ def permute_hidden(theta, net: MLP, perms) -> np.ndarray:
     """Reorder hidden units: ``perms[l]`` lists, for hidden layer ``l + 1``, the old unit of each new unit.
 
     Rows of ``W_l`` and ``b_l`` and columns of ``W_{l+1}`` move together, so
-    the network computes the same function.
+    the network computes the same function. Masked networks are refused: their
+    wiring is not symmetric under permutations of hidden units.
     """
+    if any(m is not None for m in net.masks):
+        raise ValueError("hidden units of a masked network cannot be permuted: the masks fix their positions")
+    if len(perms) != net.n_layers - 1:
+        raise ValueError(f"need one permutation per hidden layer ({net.n_layers - 1}), got {len(perms)}")
     out = np.array(theta, dtype=np.float64, order="C")
     for l, perm in enumerate(perms):
         perm = np.asarray(perm)
+        if not np.array_equal(np.sort(perm), np.arange(net.widths[l + 1])):
+            raise ValueError(f"perms[{l}] is not a permutation of 0..{net.widths[l + 1] - 1}")
         W, b, W_next = net.view(out, f"W{l + 1}"), net.view(out, f"b{l + 1}"), net.view(out, f"W{l + 2}")
         W[...] = W[..., perm, :]
         b[...] = b[..., perm]
@@ -60,6 +67,8 @@ def align(thetas, net: MLP, reference: int = 0, method: str = "weights", x=None)
     aligned : (E, P), and perms: for each instance, the list of per-layer permutations.
     """
     thetas = np.asarray(thetas, dtype=np.float64)
+    if any(m is not None for m in net.masks):
+        raise ValueError("alignment needs a dense network: a masked network's units are not interchangeable")
     if method not in ("weights", "activations"):
         raise ValueError(f"method must be 'weights' or 'activations', got {method!r}")
     if method == "activations" and x is None:
@@ -157,6 +166,8 @@ def mean_r2_by_category(samples, categories) -> dict:
     """Mean squared correlation minus its null 1/(N-1) for each pair category present."""
     X = np.asarray(samples, dtype=np.float64)
     N = X.shape[0]
+    if N < 3:
+        raise ValueError(f"correlations need at least 3 observations, got {N}")
     Xs = X - X.mean(axis=0)
     sd = Xs.std(axis=0)
     keep = sd > 0

@@ -114,9 +114,9 @@ def powerlaw_fit(eigenvalues, min_tail: int = 10) -> dict:
         if logs <= 0:
             continue
         alpha = 1.0 + n / logs
-        empirical = np.arange(n) / n
         model = 1.0 - (tail / xmin) ** (1.0 - alpha)
-        ks = np.max(np.abs(empirical - model))
+        # the empirical CDF jumps from i/n to (i+1)/n at the i-th point: check both sides
+        ks = max(np.max(np.abs(np.arange(n) / n - model)), np.max(np.abs(np.arange(1, n + 1) / n - model)))
         if best is None or ks < best["ks"]:
             best = {"alpha": alpha, "xmin": xmin, "ks": ks, "n_tail": n,
                     "alpha_se": (alpha - 1.0) / np.sqrt(n)}
@@ -149,7 +149,8 @@ def shuffle_within_layers(theta, net: MLP, seed: int) -> np.ndarray:
     for row in flat:
         for e in net.layout:
             if e.kind == "weight":
-                row[e.slice] = rng.permutation(row[e.slice])
+                present = np.flatnonzero(net.free[e.slice]) + e.offset  # masked weights stay 0
+                row[present] = rng.permutation(row[present])
     return out
 
 
@@ -161,6 +162,7 @@ def matched_random(theta, net: MLP, seed: int) -> np.ndarray:
     for row in flat:
         for e in net.layout:
             if e.kind == "weight":
-                w = row[e.slice]
-                row[e.slice] = rng.normal(w.mean(), w.std(), size=w.size)
+                present = np.flatnonzero(net.free[e.slice]) + e.offset  # masked weights stay 0
+                w = row[present]
+                row[present] = rng.normal(w.mean(), w.std(), size=w.size)
     return out
