@@ -232,6 +232,7 @@ class _Trainer:
         self.ens = Ensemble(net, t, x, y, thetas0)
         self.diverged = []
         self.checkpoint = 0  # index of the last checkpoint whose parameters are in ens.thetas
+        self.loss_known = 0  # index of the last checkpoint whose loss has been written
 
     # -------------------------------------------------------------- files
     def create_files(self, masks_used, explicit):
@@ -285,6 +286,7 @@ class _Trainer:
             ens.state2[...] = z["state2"]
             ens.active[...] = z["active"]
             self.checkpoint = int(z["checkpoint"])
+        self.loss_known = self.checkpoint  # a saved state's checkpoint loss was filled in by its commit
         ens.step = int(self.schedule[self.checkpoint])
         self.diverged = list(self.manifest.get("diverged", []))
         self.open_arrays(create=False)
@@ -295,8 +297,9 @@ class _Trainer:
         With ``save_state`` the parameters and optimizer state are saved as the
         resume point; that is only correct when ``self.thetas`` are exactly the
         parameters of ``self.checkpoint`` (not mid-interval, not diverged).
-        ``include_last=False`` leaves the newest checkpoint out of the record
-        (its loss is only known once the next interval has run).
+        ``include_last=False`` records only checkpoints whose loss is written
+        (the newest one's loss is known once the next interval has run, or once
+        a commit filled it in).
         """
         for f in self._files():
             f.sync()
@@ -304,7 +307,7 @@ class _Trainer:
             ens = self.ens
             atomic_save_npz(self.out / "state.npz", thetas=ens.thetas, state1=ens.state1,
                             state2=ens.state2, active=ens.active, checkpoint=np.int64(self.checkpoint))
-        last = self.checkpoint if include_last else max(self.checkpoint - 1, 0)
+        last = self.checkpoint if include_last else min(self.checkpoint, self.loss_known)
         self.manifest.update(status=status, reason=reason, checkpoints_written=last + 1,
                              steps_done=int(self.schedule[last]), diverged=self.diverged,
                              updated=now(), host=host_info())
@@ -492,6 +495,7 @@ def _loop(tr: _Trainer, progress, commit_seconds: float):
                 tr.loss_steps_f.write((e, s0), losses[e])
                 # The first loss of an interval is the loss at the previous checkpoint.
                 tr.loss_f.write((e, c - 1), losses[e, :1])
+            tr.loss_known = c - 1
             bad = tr.find_divergence(c, losses, was_active)
             if bad:
                 _handle_divergence(tr, bad)
@@ -531,4 +535,5 @@ def _commit_with_loss(tr: _Trainer, status="running", reason=""):
     loss = tr.ens.loss()
     for e in range(tr.E):
         tr.loss_f.write((e, tr.checkpoint), loss[e:e + 1])
+    tr.loss_known = tr.checkpoint
     tr.commit(status=status, reason=reason)
