@@ -159,6 +159,11 @@ def _study_one(name, modules, run, out):
 
     from .study import write_meta
     out.mkdir(parents=True, exist_ok=True)
+    healthy = run.healthy_instances()
+    if healthy.size < run.n_instances:
+        dropped = sorted(set(range(run.n_instances)) - set(healthy.tolist()))
+        print(f"leaving out diverged instance(s) {dropped} of {run.path}")
+        run = run.select_instances(healthy)
     written = []
     for module in modules:
         t0 = time.perf_counter()

@@ -339,7 +339,7 @@ def _parameter_roles(net: MLP):
 
 
 # --------------------------------------------------------------------- curvature
-def hessian(net: MLP, theta, x, y) -> np.ndarray:
+def hessian(net: MLP, theta, x, y, max_bytes: int = 2 * 2**30) -> np.ndarray:
     """The exact Hessian of the mean-squared-error loss, (P, P).
 
     Pearlmutter's R-operator: the forward-mode derivative of the backward pass,
@@ -348,9 +348,15 @@ def hessian(net: MLP, theta, x, y) -> np.ndarray:
     b_l[o]), so its direct terms are written in by indexing instead of
     multiplying by mostly-zero tangent matrices; the rest are 2-D BLAS
     matmuls. relu'' = 0 almost everywhere; tanh'' = -2 tanh (1 - tanh^2).
-    Masked weights get zero rows and columns.
+    Masked weights get zero rows and columns. Memory grows as P x n x
+    (sum of widths); above ``max_bytes`` it raises instead (use fewer points).
     """
     theta = net.check_params(theta, dtype=np.float64)
+    need = 8 * net.n_params * np.shape(x)[0] * (2 * sum(net.widths) + max(net.widths))
+    if need > max_bytes:
+        raise ValueError(f"the exact Hessian would need about {need / 2**30:.1f} GiB for {net.n_params} "
+                         f"parameters and {np.shape(x)[0]} points (limit {max_bytes / 2**30:.1f} GiB); "
+                         "pass a subsample of the data or raise max_bytes")
     X = net.check_inputs(x).T  # (n, d_in)
     Y = net.check_targets(y, X.shape[0]).T
     n, d_out = Y.shape

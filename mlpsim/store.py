@@ -223,6 +223,24 @@ class Run:
         with np.load(self.path / "test.npz") as z:
             return z["x"], z["y"]
 
+    def healthy_instances(self) -> np.ndarray:
+        """Indices of the instances that did not diverge (see ``on_divergence``)."""
+        bad = {d["instance"] for d in self.manifest.get("diverged", [])}
+        return np.array([e for e in range(self.n_instances) if e not in bad], dtype=np.int64)
+
+    def select_instances(self, instances) -> "Run":
+        """A view of this run restricted to ``instances`` (arrays are copied into memory)."""
+        import copy
+        idx = np.asarray(instances, dtype=np.int64)
+        if idx.size == 0:
+            raise RunError(f"run {str(self.path)!r}: no instances selected")
+        sub = copy.copy(self)
+        sub.params = np.asarray(self.params[idx])
+        sub.loss = np.asarray(self.loss[idx])
+        sub.loss_steps = np.asarray(self.loss_steps[idx])
+        sub.test_loss = None if self.test_loss is None else np.asarray(self.test_loss[idx])
+        return sub
+
     def final_loss(self) -> np.ndarray:
         """Loss at the last written checkpoint, per instance."""
         return np.asarray(self.loss[:, -1])

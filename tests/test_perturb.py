@@ -218,3 +218,9 @@ def test_masked_edits_and_unbounded_predictions():
     _, g = net.loss_and_grad(theta, x, np.sin(x))
     expected = np.maximum(np.abs(g * (-2 - theta)), np.abs(g * (2 - theta)))
     np.testing.assert_allclose(p["first_order"], expected)
+
+
+def test_hessian_memory_guard():
+    net = mlpsim.MLP([1, 64, 64, 1])
+    with pytest.raises(ValueError, match="GiB"):
+        perturb.hessian(net, net.init(), np.zeros((5000, 1)), np.zeros((5000, 1)), max_bytes=2**20)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import mlpsim
@@ -107,3 +108,14 @@ def test_full_seed_study(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["variance_ratio"]) == 5 and summary["steps_final"] == 15000
     assert all(v > 1 for v in summary["variance_ratio"])  # the seed run broadens
+
+
+def test_studies_leave_out_diverged_instances(tmp_path, capsys):
+    net = mlpsim.MLP([1, 8, 8, 8, 1])
+    thetas = np.stack([net.init(seed=s) for s in range(3)])
+    thetas[1] *= 1e160  # diverges at once
+    cfg = mlpsim.preset("tiny").with_overrides(["train.on_divergence=continue"])
+    mlpsim.train(cfg, tmp_path / "r", init_params=thetas, progress=False)
+    assert main(["study", "distribution", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "d")]) == 0
+    assert "leaving out diverged instance(s) [1]" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "d" / "summary.json").read_text())["variance_ratio"]) == 2
