@@ -12,7 +12,9 @@ Exit status: 0 success, 1 training failed (diverged), 2 bad input, 130 interrupt
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -20,20 +22,23 @@ from .config import PRESETS, Config, ConfigError
 from .store import RunError, load_run
 
 
+def toml_value(v) -> str:
+    """One value as TOML text."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
 def toml_dumps(d: dict) -> str:
-    """TOML text for the flat, two-level dicts that configs are."""
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return repr(v)
+    """TOML text for the flat, two-level dicts that configs are (None values are left out)."""
     lines = []
     for section, table in d.items():
         lines.append(f"[{section}]")
-        lines += [f"{k} = {value(v)}" for k, v in table.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in table.items() if v is not None]
         lines.append("")
     return "\n".join(lines)
 
@@ -197,6 +202,36 @@ def _write_comparison(out, name, summaries):
     print(f"comparison: {out / 'summary.md'}")
 
 
+def cmd_sweep(args) -> int:
+    import time
+
+    from .sweep import expand, read_sweep, run_sweep
+    base, grid = read_sweep(args.sweep)
+    runs = expand(base, grid)  # validates every run's configuration before anything starts
+    if args.dry_run:
+        from .train import Ensemble, build_net, disk_bytes, initial_params, training_data
+        cfg = runs[0][1]
+        net = build_net(cfg)
+        x, y, _, _ = training_data(cfg, net)
+        ens = Ensemble(net, cfg.train, x, y, initial_params(cfg, net))
+        ens.run(2)  # compile / load the cache outside the timing
+        t0 = time.perf_counter()
+        ens.run(50)
+        per_step = (time.perf_counter() - t0) / 50
+        total_steps = sum(c.train.steps * c.train.instances / cfg.train.instances for _, c in runs)
+        workers = args.workers or os.cpu_count() or 1
+        disk = sum(disk_bytes(c, build_net(c)) for _, c in runs)
+        print(f"{len(runs)} runs over {', '.join(grid)}")
+        print(f"disk space: {disk / 2**20:.1f} MiB")
+        print(f"time estimate: {total_steps * per_step / workers / 60:.1f} min on {workers} worker(s) "
+              f"(calibrated on run 0: {per_step * 1e6:.0f} us per step; other sizes scale roughly with "
+              "parameters x points)")
+        return 0
+    rows = run_sweep(args.sweep, args.out, workers=args.workers)
+    print(f"{len(rows)} runs; summary: {Path(args.out) / 'summary.csv'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(prog="mlpsim", description="Reproducible small-network experiments.")
@@ -230,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", help="analyse this existing, complete run directory instead")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_study)
+
+    w = sub.add_parser("sweep", help="run a grid of configurations (each a run directory)")
+    w.add_argument("sweep", help="sweep TOML file with [base] and [grid]")
+    w.add_argument("--out", help="sweep folder (runs, summary.csv)")
+    w.add_argument("--workers", type=int, help="parallel worker processes (default: one per core)")
+    w.add_argument("--dry-run", action="store_true", help="number of runs, disk space, time estimate")
+    w.set_defaults(func=cmd_sweep)
 
     i = sub.add_parser("info", help="describe a run directory")
     i.add_argument("run", help="run directory")

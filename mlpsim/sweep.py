@@ -1,0 +1,154 @@
+"""Sweeps: a grid over configuration keys, expanded into ordinary run directories.
+
+A sweep file has a ``[base]`` table (an optional ``preset`` name and any
+``mlpsim train`` keys as sub-tables) and a ``[grid]`` table mapping dotted keys
+to lists of values::
+
+    [base]
+    preset = "seed"
+    train = { steps = 2000 }
+    [grid]
+    "data.target" = ["piecewise", "sin"]
+    "model.widths" = [[1, 8, 8, 8, 1], [1, 32, 32, 1]]
+    "train.seed" = [1, 2, 3]
+
+The grid's product (in the order the keys are written, last key fastest) gives
+the runs, each in ``OUT/runs/NNNN-<sha8 of its config>``. Completed runs are
+skipped and interrupted ones resumed, so a sweep can be stopped and restarted
+at any time. ``OUT/summary.csv`` gets one row per finished run (its grid
+values, final loss, variance ratio, kurtosis change, effective-rank change of
+the largest hidden matrix, relative distance from initialization), rewritten
+as runs finish. Runs execute in local processes, one single-threaded worker
+per core (results do not depend on the thread count).
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import tomllib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, ConfigError, preset
+from .store import RunError, atomic_write_bytes
+
+SUMMARY_COLUMNS = ("run", "status", "final_loss_mean", "variance_ratio_mean", "kurtosis_change_mean",
+                   "effective_rank_change_mean", "relative_distance_mean")
+
+
+def read_sweep(path) -> tuple:
+    """``(base Config, grid dict)`` from a sweep file; errors name the key."""
+    try:
+        with open(path, "rb") as fh:
+            d = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"sweep file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"sweep file {str(path)!r} is not valid TOML: {exc}") from None
+    return parse_sweep(d)
+
+
+def parse_sweep(d: dict) -> tuple:
+    unknown = set(d) - {"base", "grid"}
+    if unknown:
+        raise ConfigError(f"unknown sweep table(s) {sorted(unknown)}; a sweep has [base] and [grid]")
+    base = dict(d.get("base", {}))
+    name = base.pop("preset", "seed")
+    cfg = preset(name)
+    if base:
+        cfg = cfg.replace(**base)
+    grid = d.get("grid", {})
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError("the sweep needs a non-empty [grid] table of dotted keys and lists of values")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid key {key!r} must map to a non-empty list of values")
+    return cfg, grid
+
+
+def expand(base: Config, grid: dict) -> list:
+    """Every run's ``(grid values dict, Config)``, validated before anything runs."""
+    from .cli import toml_value
+    keys = list(grid)
+    runs = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        cfg = base.with_overrides([f"{k}={toml_value(v)}" for k, v in values.items()])
+        runs.append((values, cfg))
+    return runs
+
+
+def run_dir_name(i: int, cfg: Config) -> str:
+    return f"{i:04d}-{cfg.sha256()[:8]}"
+
+
+def _train_one(args):
+    """Worker: train (or skip / resume) one run; return its summary row."""
+    import numba
+    numba.set_num_threads(1)
+    out, cfg_dict, values = args
+    from .study import obtain_run
+    run = obtain_run(Config.from_dict(cfg_dict), out, progress=False, log=lambda *a: None)
+    return summary_row(run, values)
+
+
+def summary_row(run, values: dict) -> dict:
+    """The numbers a sweep's summary.csv keeps for one finished run."""
+    from . import analysis
+    P = run.params
+    idx = analysis.select(run.net, "all")
+    m0 = analysis.moments(P[:, :1], idx)
+    m1 = analysis.moments(P[:, -1:], idx)
+    layer = max(range(run.net.n_layers), key=lambda l: min(run.net.layout[2 * l].shape))
+    shape = run.net.layout[2 * layer].shape
+    s = analysis.singular_values(P[:, [0, P.shape[1] - 1]], run.net, layer, workers=1)
+    er = analysis.rank_measures(s, shape)["effective_rank"]
+    d = np.linalg.norm(np.asarray(P[:, -1]) - np.asarray(P[:, 0]), axis=-1) / np.linalg.norm(np.asarray(P[:, 0]), axis=-1)
+    row = {"run": Path(run.path).name, "status": run.manifest["status"],
+           "final_loss_mean": float(np.mean(run.loss[:, -1])),
+           "variance_ratio_mean": float(np.mean(m1["var"][:, 0] / m0["var"][:, 0])),
+           "kurtosis_change_mean": float(np.mean(m1["kurtosis"][:, 0] - m0["kurtosis"][:, 0])),
+           "effective_rank_change_mean": float(np.mean(er[:, 1] - er[:, 0])),
+           "relative_distance_mean": float(np.mean(d))}
+    row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in values.items()})
+    return row
+
+
+def write_summary_csv(path: Path, rows: list, grid_keys: list):
+    import io
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS[:1]) + grid_keys + list(SUMMARY_COLUMNS[1:]))
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: r["run"]):
+        writer.writerow(row)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def run_sweep(path_or_dict, out, workers=None, log=print) -> list:
+    """Run every run of a sweep (skipping complete ones); return the summary rows."""
+    base, grid = read_sweep(path_or_dict) if not isinstance(path_or_dict, dict) else parse_sweep(path_or_dict)
+    runs = expand(base, grid)
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    manifest = {"grid": grid, "base": base.to_dict(), "runs": [run_dir_name(i, c) for i, (_, c) in enumerate(runs)]}
+    atomic_write_bytes(out / "sweep.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    jobs = [(out / "runs" / run_dir_name(i, cfg), cfg.to_dict(), values) for i, (values, cfg) in enumerate(runs)]
+    workers = workers or os.cpu_count() or 1
+    rows = []
+    # spawn, not fork: forking a process whose OpenMP threads (numba's) are running is unsafe
+    import multiprocessing
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_one, job): job for job in jobs}
+        for n_done, fut in enumerate(as_completed(futures), 1):
+            job = futures[fut]
+            try:
+                rows.append(fut.result())
+            except (RunError, RuntimeError) as exc:
+                rows.append({"run": job[0].name, "status": f"failed: {exc}"})
+            write_summary_csv(out / "summary.csv", rows, list(grid))
+            log(f"[{n_done}/{len(jobs)}] {job[0].name} {rows[-1]['status']}")
+    return rows
