@@ -227,7 +227,10 @@ def cmd_sweep(args) -> int:
               f"(calibrated on run 0: {per_step * 1e6:.0f} us per step; other sizes scale roughly with "
               "parameters x points)")
         return 0
-    rows = run_sweep(args.sweep, args.out, workers=args.workers)
+    if not args.out:
+        raise ConfigError("--out DIR is required (or use --dry-run)")
+    rows = run_sweep(args.sweep, args.out, workers=args.workers, scheduler=args.scheduler,
+                     dask_local=args.dask_local)
     print(f"{len(rows)} runs; summary: {Path(args.out) / 'summary.csv'}")
     return 0
 
@@ -271,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", help="sweep folder (runs, summary.csv)")
     w.add_argument("--workers", type=int, help="parallel worker processes (default: one per core)")
     w.add_argument("--dry-run", action="store_true", help="number of runs, disk space, time estimate")
+    w.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a running Dask cluster")
+    w.add_argument("--dask-local", type=int, metavar="N", help="start a Dask LocalCluster of N workers")
     w.set_defaults(func=cmd_sweep)
 
     i = sub.add_parser("info", help="describe a run directory")

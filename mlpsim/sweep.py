@@ -92,7 +92,7 @@ def _train_one(args):
     numba.set_num_threads(1)
     out, cfg_dict, values = args
     from .study import obtain_run
-    run = obtain_run(Config.from_dict(cfg_dict), out, progress=False, log=lambda *a: None)
+    run = obtain_run(Config.from_dict(cfg_dict), Path(out), progress=False, log=lambda *a: None)
     return summary_row(run, values)
 
 
@@ -128,27 +128,72 @@ def write_summary_csv(path: Path, rows: list, grid_keys: list):
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def run_sweep(path_or_dict, out, workers=None, log=print) -> list:
-    """Run every run of a sweep (skipping complete ones); return the summary rows."""
+def run_sweep(path_or_dict, out, workers=None, log=print, scheduler=None, dask_local=None) -> list:
+    """Run every run of a sweep (skipping complete ones); return the summary rows.
+
+    Executors: local spawned processes (default, ``workers`` of them); or Dask
+    distributed (the extra ``mlpsim[dask]``): ``scheduler="tcp://HOST:PORT"``
+    uses a running cluster (for example one started by dask-jobqueue on Slurm:
+    ``SLURMCluster(...).scheduler_address``), ``dask_local=N`` starts a
+    ``LocalCluster`` of N single-threaded worker processes. Every worker needs
+    mlpsim installed and the sweep folder on a shared file system. Results are
+    bit-identical whichever executor runs them.
+    """
     base, grid = read_sweep(path_or_dict) if not isinstance(path_or_dict, dict) else parse_sweep(path_or_dict)
     runs = expand(base, grid)
+    if scheduler is not None and dask_local is not None:
+        raise ConfigError("give either a Dask scheduler address or a local cluster size, not both")
+    if dask_local is not None and not (isinstance(dask_local, int) and dask_local >= 1):
+        raise ConfigError(f"--dask-local must be a number of workers >= 1, got {dask_local!r}")
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     manifest = {"grid": grid, "base": base.to_dict(), "runs": [run_dir_name(i, c) for i, (_, c) in enumerate(runs)]}
     atomic_write_bytes(out / "sweep.json", (json.dumps(manifest, indent=2) + "\n").encode())
-    jobs = [(out / "runs" / run_dir_name(i, cfg), cfg.to_dict(), values) for i, (values, cfg) in enumerate(runs)]
-    workers = workers or os.cpu_count() or 1
+    jobs = [(str((out / "runs" / run_dir_name(i, cfg)).resolve()), cfg.to_dict(), values)
+            for i, (values, cfg) in enumerate(runs)]
     rows = []
+
+    def finished(job, result):
+        rows.append(result)
+        write_summary_csv(out / "summary.csv", rows, list(grid))
+        log(f"[{len(rows)}/{len(jobs)}] {Path(job[0]).name} {result['status']}")
+
+    if scheduler is not None or dask_local is not None:
+        _run_with_dask(jobs, scheduler, dask_local, finished)
+        return rows
     # spawn, not fork: forking a process whose OpenMP threads (numba's) are running is unsafe
     import multiprocessing
+    workers = workers or os.cpu_count() or 1
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_train_one, job): job for job in jobs}
-        for n_done, fut in enumerate(as_completed(futures), 1):
-            job = futures[fut]
-            try:
-                rows.append(fut.result())
-            except (RunError, RuntimeError) as exc:
-                rows.append({"run": job[0].name, "status": f"failed: {exc}"})
-            write_summary_csv(out / "summary.csv", rows, list(grid))
-            log(f"[{n_done}/{len(jobs)}] {job[0].name} {rows[-1]['status']}")
+        for fut in as_completed(futures):
+            finished(futures[fut], _result_or_failure(fut, futures[fut]))
     return rows
+
+
+def _result_or_failure(fut, job) -> dict:
+    try:
+        return fut.result()
+    except (RunError, RuntimeError, ValueError) as exc:
+        return {"run": Path(job[0]).name, "status": f"failed: {exc}"}
+
+
+def _run_with_dask(jobs, scheduler, dask_local, finished):
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed as dask_completed
+    except ImportError:
+        raise ConfigError("the Dask executor needs the extra: pip install 'mlpsim[dask]'") from None
+    cluster = None
+    if dask_local is not None:
+        cluster = LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+    client = Client(cluster if cluster is not None else scheduler)
+    try:
+        futures = client.map(_train_one, jobs, pure=False)
+        by_key = {f.key: job for f, job in zip(futures, jobs)}
+        for fut in dask_completed(futures):
+            finished(by_key[fut.key], _result_or_failure(fut, by_key[fut.key]))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -91,3 +91,17 @@ def test_sweep_killed_midway_then_restarted(tmp_path):
     fresh = run_sweep(path, tmp_path / "fresh", workers=2, log=lambda *a: None)
     for a, b in zip(sorted(out.glob("runs/*/params.npy")), sorted((tmp_path / "fresh").glob("runs/*/params.npy"))):
         assert a.parent.name == b.parent.name and np.array_equal(np.load(a), np.load(b))
+
+
+def test_dask_local_cluster_gives_the_same_bits(tmp_path):
+    pytest.importorskip("dask.distributed")
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP)
+    local = run_sweep(path, tmp_path / "local", workers=2, log=lambda *a: None)
+    dask_rows = run_sweep(path, tmp_path / "dask", dask_local=2, log=lambda *a: None)
+    assert len(dask_rows) == len(local) == 8 and all(r["status"] == "complete" for r in dask_rows)
+    for a, b in zip(sorted((tmp_path / "local").glob("runs/*/params.npy")),
+                    sorted((tmp_path / "dask").glob("runs/*/params.npy"))):
+        assert a.parent.name == b.parent.name and np.array_equal(np.load(a), np.load(b))
+    with pytest.raises(ConfigError, match="not both"):
+        run_sweep(path, tmp_path / "x", scheduler="tcp://127.0.0.1:1", dask_local=1)
