@@ -121,7 +121,7 @@ def cmd_study(args) -> int:
         _study_one(args.name, modules, load_run(args.run), out)
         return 0
     if hasattr(modules[0], "run_all") and not (args.preset or args.config or args.set):
-        return _study_many(args.name, modules[0], out, progress)
+        return _study_many(args.name, modules[0], out, progress, args.scale)
     defaults = getattr(modules[0], "DEFAULT_PRESETS", None)
     if defaults and len(defaults) > 1 and not (args.preset or args.config or args.set):
         from .train import resolve_config
@@ -140,16 +140,18 @@ def cmd_study(args) -> int:
     return 0
 
 
-def _study_many(name, module, out, progress):
+def _study_many(name, module, out, progress, scale=1.0):
     """A study over several runs of its own making (e.g. one ensemble per depth)."""
     import time
 
     from .study import write_meta
+    if not (scale > 0 and scale == scale):
+        raise ConfigError(f"--scale must be a number > 0, got {scale!r}")
     out.mkdir(parents=True, exist_ok=True)
-    results = module.run_all(out, progress=progress)
+    results = module.run_all(out, progress=progress, scale=scale)
     t0 = time.perf_counter()
     written = module.plot(results, out)
-    runs = [r["run"] for r in results["per_depth"].values()]
+    runs = results["runs"]
     write_meta(out, runs[-1], name, {"modules": [module.NAME],
                                       "run_dirs": [str(r.path.resolve()) for r in runs]})
     print(f"{module.NAME}: figures in {time.perf_counter() - t0:.1f} s; {len(written)} files in {out}/")
@@ -267,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one key (repeatable)")
     s.add_argument("--run", help="analyse this existing, complete run directory instead")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--scale", type=float, default=1.0,
+                   help="for studies that train many runs: multiply their size (steps, instances)")
     s.set_defaults(func=cmd_study)
 
     w = sub.add_parser("sweep", help="run a grid of configurations (each a run directory)")

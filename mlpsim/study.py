@@ -28,6 +28,9 @@ STUDIES = {
     "perturbation": (("05_perturbation",),
                      "does editing a few weights change the network's function? (seed and wide presets)"),
     "mesh": (("09_mesh",), "grid networks: can one visually see training? (mesh preset)"),
+    "width-depth": (("06_width_depth",), "how do weight changes scale with width and depth? (lazy regime?)"),
+    "ensembles": (("07_ensembles_vs_single",), "at a fixed parameter budget: an ensemble of 8 small nets or one larger?"),
+    "targets": (("08_targets",), "which findings (broadening, rank loss, fragility) hold for every target?"),
     "correlations": (("04_correlations",),
                      "are weight correlations exponentially damped with network distance? (depths 2-8)"),
 }
@@ -120,3 +123,23 @@ def write_json(path, obj):
 def load_json(path) -> dict:
     with open(path) as fh:
         return json.load(fh)
+
+
+def fit_power(x, y, n_boot: int = 500, seed: int = 0) -> dict:
+    """Least-squares slope of log y against log x (y ~ x**slope), with a 95 % interval
+    from resampling the points (seeded). Points with y <= 0 are left out."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    ok = (x > 0) & (y > 0) & np.isfinite(y)
+    lx, ly = np.log(x[ok]), np.log(y[ok])
+    if np.unique(lx).size < 2:
+        return {"slope": None, "ci": [None, None], "n": int(ok.sum())}
+    slope = float(np.polyfit(lx, ly, 1)[0])
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
+    boots = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, lx.size, lx.size)
+        if np.unique(lx[pick]).size >= 2:
+            boots.append(np.polyfit(lx[pick], ly[pick], 1)[0])
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return {"slope": slope, "ci": [float(lo), float(hi)], "n": int(ok.sum())}

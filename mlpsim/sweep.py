@@ -37,7 +37,7 @@ from .config import Config, ConfigError, preset
 from .store import RunError, atomic_write_bytes
 
 SUMMARY_COLUMNS = ("run", "status", "final_loss_mean", "variance_ratio_mean", "kurtosis_change_mean",
-                   "effective_rank_change_mean", "relative_distance_mean")
+                   "effective_rank_change_mean", "relative_distance_mean")  # keys of run_metrics + _mean
 
 
 def read_sweep(path) -> tuple:
@@ -96,8 +96,9 @@ def _train_one(args):
     return summary_row(run, values)
 
 
-def summary_row(run, values: dict) -> dict:
-    """The numbers a sweep's summary.csv keeps for one finished run."""
+def run_metrics(run) -> dict:
+    """Per instance: final loss, variance ratio and kurtosis change (all parameters), the
+    effective-rank change of the largest weight matrix, and ||theta_T - theta_0|| / ||theta_0||."""
     from . import analysis
     P = run.params
     idx = analysis.select(run.net, "all")
@@ -105,15 +106,21 @@ def summary_row(run, values: dict) -> dict:
     m1 = analysis.moments(P[:, -1:], idx)
     layer = max(range(run.net.n_layers), key=lambda l: min(run.net.layout[2 * l].shape))
     shape = run.net.layout[2 * layer].shape
-    s = analysis.singular_values(P[:, [0, P.shape[1] - 1]], run.net, layer, workers=1)
+    s = analysis.singular_values(np.asarray(P[:, [0, P.shape[1] - 1]]), run.net, layer, workers=1)
     er = analysis.rank_measures(s, shape)["effective_rank"]
-    d = np.linalg.norm(np.asarray(P[:, -1]) - np.asarray(P[:, 0]), axis=-1) / np.linalg.norm(np.asarray(P[:, 0]), axis=-1)
-    row = {"run": Path(run.path).name, "status": run.manifest["status"],
-           "final_loss_mean": float(np.mean(run.loss[:, -1])),
-           "variance_ratio_mean": float(np.mean(m1["var"][:, 0] / m0["var"][:, 0])),
-           "kurtosis_change_mean": float(np.mean(m1["kurtosis"][:, 0] - m0["kurtosis"][:, 0])),
-           "effective_rank_change_mean": float(np.mean(er[:, 1] - er[:, 0])),
-           "relative_distance_mean": float(np.mean(d))}
+    first, last = np.asarray(P[:, 0], dtype=np.float64), np.asarray(P[:, -1], dtype=np.float64)
+    return {"final_loss": np.asarray(run.loss[:, -1], dtype=np.float64),
+            "variance_ratio": m1["var"][:, 0] / m0["var"][:, 0],
+            "kurtosis_change": m1["kurtosis"][:, 0] - m0["kurtosis"][:, 0],
+            "effective_rank_change": er[:, 1] - er[:, 0],
+            "relative_distance": np.linalg.norm(last - first, axis=-1) / np.linalg.norm(first, axis=-1)}
+
+
+def summary_row(run, values: dict) -> dict:
+    """The numbers a sweep's summary.csv keeps for one finished run (means over instances)."""
+    m = run_metrics(run)
+    row = {"run": Path(run.path).name, "status": run.manifest["status"]}
+    row.update({f"{k}_mean": float(np.mean(v)) for k, v in m.items()})
     row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in values.items()})
     return row
 

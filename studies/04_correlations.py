@@ -52,8 +52,9 @@ def depth_config(depth: int, instances: int = 64, steps: int = 3000):
         f"train.checkpoint_every={max(1, steps // 30)}", f"train.instances={instances}"])
 
 
-def run_all(out, progress=None, log=print, depths=DEPTHS, instances=64, steps=3000) -> dict:
+def run_all(out, progress=None, log=print, depths=DEPTHS, instances=64, steps=3000, scale=1.0) -> dict:
     """Train (or reuse) the ensemble of every depth and analyse them all."""
+    steps = max(30, int(round(steps * scale)))
     runs = {d: obtain_run(depth_config(d, instances, steps), out / f"depth_{d}" / "run",
                           progress=progress, log=log) for d in depths}
     return analyse_runs(runs)
@@ -104,7 +105,7 @@ def analyse_run(run, seed=0, n_pairs=200) -> dict:
 
 def analyse_runs(runs) -> dict:
     per_depth = {d: analyse_run(r) for d, r in runs.items()}
-    return {"per_depth": per_depth, "summary": verdict(per_depth)}
+    return {"per_depth": per_depth, "runs": list(runs.values()), "summary": verdict(per_depth)}
 
 
 def verdict(per_depth) -> dict:
