@@ -135,7 +135,12 @@ def cmd_study(args) -> int:
         return 0
     if defaults and not (args.preset or args.config):
         args.preset = defaults[0]
-    run = obtain_run(_config_from_args(args), out / "run", progress=progress)
+    cfg = _config_from_args(args)
+    if args.scale != 1.0:
+        if not args.scale > 0:
+            raise ConfigError(f"--scale must be a number > 0, got {args.scale!r}")
+        cfg = cfg.with_overrides([f"train.steps={max(1, int(round(cfg.train.steps * args.scale)))}"])
+    run = obtain_run(cfg, out / "run", progress=progress)
     _study_one(args.name, modules, run, out)
     return 0
 
