@@ -257,16 +257,22 @@ def plot(results, out) -> list:
     theta = np.asarray(r["run"].params[0, -1])
     layers = np.array([_layer_of(net, p) for p in t["index"]])
     fig, axes = plots.plt.subplots(1, 3, figsize=(16, 4.4))
+    has_hessian = bool(np.any(np.isfinite(o["heuristics"]["hessian_diag"])))
     for l in range(net.n_layers):
         m = layers == l
         axes[0].scatter(np.abs(theta[t["index"][m]]), t["mse_ratio"][m], s=10, label=f"layer {l + 1}")
         axes[1].scatter(np.abs(o["heuristics"]["gradient"][m]) + 1e-16, t["mse_ratio"][m], s=10)
-        axes[2].scatter(np.abs(o["heuristics"]["hessian_diag"][m]) + 1e-16, t["mse_ratio"][m], s=10)
-    for ax, label in zip(axes, ["|w|", "|gradient|", "|Hessian diagonal|"]):
+        if has_hessian:
+            axes[2].scatter(np.abs(o["heuristics"]["hessian_diag"][m]) + 1e-16, t["mse_ratio"][m], s=10)
+    for ax, label in zip(axes if has_hessian else axes[:2], ["|w|", "|gradient|", "|Hessian diagonal|"]):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("worst single edit: MSE ratio")
+    if not has_hessian:
+        axes[2].text(0.5, 0.5, "exact Hessian not computed\n(too many parameters)", ha="center", va="center",
+                     transform=axes[2].transAxes)
+        axes[2].set_axis_off()
     axes[0].legend(fontsize=7)
     axes[0].set_title("critical weights (instance 1, trained)")
     h = o["heuristics"]

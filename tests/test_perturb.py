@@ -224,3 +224,16 @@ def test_hessian_memory_guard():
     net = mlpsim.MLP([1, 64, 64, 1])
     with pytest.raises(ValueError, match="GiB"):
         perturb.hessian(net, net.init(), np.zeros((5000, 1)), np.zeros((5000, 1)), max_bytes=2**20)
+
+
+def test_perturbation_study_without_hessian(tmp_path):
+    """Wide nets skip the exact Hessian; the figures must still be written."""
+    from mlpsim.study import study_module
+    m = study_module("05_perturbation")
+    run = mlpsim.train(mlpsim.preset("tiny").with_overrides(["model.widths=[1, 40, 40, 1]", "train.instances=2"]),
+                       tmp_path / "r", progress=False)
+    assert run.net.n_params > 1000
+    r = m.analyse(run, n_random=20, recovery_steps=20)
+    assert np.all(np.isnan(r["per_instance"][0]["heuristics"]["hessian_diag"]))
+    m.plot(r, tmp_path / "out")
+    assert (tmp_path / "out" / "fig_critical_weights.png").stat().st_size > 1000
