@@ -278,6 +278,17 @@ class MLP:
                 np.zeros((n_instances, n_chunks)))
 
 
+def numpy_activation(z, name: str, slope: float = 0.01):
+    """The activation ``name`` in plain NumPy (for analyses; training uses the kernels)."""
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "leaky_relu":
+        return np.where(z > 0, z, slope * z)
+    return z
+
+
 def validate_widths(widths) -> tuple:
     """Return widths as a tuple of int, or raise a ValueError naming the problem."""
     try:

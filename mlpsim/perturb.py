@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from . import kernels, kernels_eval
-from .model import MLP, unknown_name_message
+from .model import MLP, numpy_activation, unknown_name_message
 
 OPERATIONS = ("set", "add", "multiply", "zero", "flip_sign", "redraw")
 BUDGETS = ("absolute", "relative", "layer_std", "unbounded")
@@ -408,16 +408,16 @@ def hessian(net: MLP, theta, x, y, max_bytes: int = 2 * 2**30) -> np.ndarray:
 
 
 def _act_derivatives(net: MLP):
+    """(f, f', f'') of the network's activation, as NumPy functions of z."""
     slope = net.leaky_slope
+    f = lambda z: numpy_activation(z, net.activation, slope)
     if net.activation == "relu":
-        return (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float), lambda z: np.zeros_like(z))
+        return f, lambda z: (z > 0).astype(float), np.zeros_like
     if net.activation == "tanh":
-        return (np.tanh, lambda z: 1.0 - np.tanh(z) ** 2,
-                lambda z: -2.0 * np.tanh(z) * (1.0 - np.tanh(z) ** 2))
+        return f, lambda z: 1.0 - np.tanh(z) ** 2, lambda z: -2.0 * np.tanh(z) * (1.0 - np.tanh(z) ** 2)
     if net.activation == "leaky_relu":
-        return (lambda z: np.where(z > 0, z, slope * z), lambda z: np.where(z > 0, 1.0, slope),
-                lambda z: np.zeros_like(z))
-    return (lambda z: z, np.ones_like, np.zeros_like)
+        return f, lambda z: np.where(z > 0, 1.0, slope), np.zeros_like
+    return f, np.ones_like, np.zeros_like
 
 
 def predicted_effects(net: MLP, theta, x, y, budget: Budget, H=None) -> dict:

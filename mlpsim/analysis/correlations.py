@@ -162,8 +162,8 @@ def category_names(codes) -> list:
     return [PAIR_CATEGORIES[c] if c < len(PAIR_CATEGORIES) else f"{c - 4} layer(s) apart" for c in codes]
 
 
-def mean_r2_by_category(samples, categories) -> dict:
-    """Mean squared correlation minus its null 1/(N-1) for each pair category present."""
+def _correlations(samples):
+    """Pearson correlations of the columns of ``samples`` (N, V) that vary: (R, kept columns, N)."""
     X = np.asarray(samples, dtype=np.float64)
     N = X.shape[0]
     if N < 3:
@@ -172,7 +172,12 @@ def mean_r2_by_category(samples, categories) -> dict:
     sd = Xs.std(axis=0)
     keep = sd > 0
     Xs = Xs[:, keep] / sd[keep]
-    R = (Xs.T @ Xs) / N
+    return (Xs.T @ Xs) / N, keep, N
+
+
+def mean_r2_by_category(samples, categories) -> dict:
+    """Mean squared correlation minus its null 1/(N-1) for each pair category present."""
+    R, keep, N = _correlations(samples)
     C = np.asarray(categories)[np.ix_(keep, keep)]
     iu = np.triu_indices_from(C, k=1)
     r2, c = R[iu] ** 2, C[iu]
@@ -190,15 +195,7 @@ def correlation_by_distance(samples, dist, max_distance=None) -> dict:
     (1 / (N - 1), the expectation for independent Gaussian variables),
     ``excess_r2`` = mean_r2 - null_r2, and ``n_pairs``.
     """
-    X = np.asarray(samples, dtype=np.float64)
-    N = X.shape[0]
-    if N < 3:
-        raise ValueError(f"correlations need at least 3 observations, got {N}")
-    Xs = X - X.mean(axis=0)
-    sd = Xs.std(axis=0)
-    keep = sd > 0
-    Xs = Xs[:, keep] / sd[keep]
-    R = (Xs.T @ Xs) / N
+    R, keep, N = _correlations(samples)
     D = np.asarray(dist)[np.ix_(keep, keep)]
     iu = np.triu_indices_from(D, k=1)
     r2, d = R[iu] ** 2, D[iu]

@@ -3,17 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import MLP
-
-
-def _activation(z, name: str, slope: float):
-    if name == "relu":
-        return np.maximum(z, 0.0)
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "leaky_relu":
-        return np.where(z > 0, z, slope * z)
-    return z
+from ..model import MLP, numpy_activation
 
 
 def hidden_activations(net: MLP, theta, x) -> list:
@@ -29,7 +19,7 @@ def hidden_activations(net: MLP, theta, x) -> list:
     for l, (W, b) in enumerate(zip(net.weights(theta), net.biases(theta))):
         a = a @ W.T + b
         if l < net.n_layers - 1:
-            a = _activation(a, net.activation, net.leaky_slope)
+            a = numpy_activation(a, net.activation, net.leaky_slope)
             out.append(a)
     return out
 

@@ -136,6 +136,19 @@ def spectral_stats(W) -> dict:
             "alpha_weighted": float(fit["alpha"] * np.log10(lam_max))}
 
 
+def _redraw_weights(theta, net: MLP, seed: int, draw) -> np.ndarray:
+    """A copy of ``theta`` (..., P) with every weight matrix's present entries replaced by
+    ``draw(rng, values)``, row by row, from one seeded generator; masked weights stay 0."""
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
+    out = np.array(theta, dtype=np.float64, order="C")  # C order: the reshape below must be a view
+    for row in out.reshape(-1, net.n_params):
+        for e in net.layout:
+            if e.kind == "weight":
+                present = np.flatnonzero(net.free[e.slice]) + e.offset
+                row[present] = draw(rng, row[present])
+    return out
+
+
 def shuffle_within_layers(theta, net: MLP, seed: int) -> np.ndarray:
     """Control: each weight matrix's entries permuted at random (biases kept).
 
@@ -143,26 +156,9 @@ def shuffle_within_layers(theta, net: MLP, seed: int) -> np.ndarray:
     ``theta`` is (..., P); every row gets its own permutation from one seeded
     generator.
     """
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
-    out = np.array(theta, dtype=np.float64, order="C")  # C order: the reshape below must be a view
-    flat = out.reshape(-1, net.n_params)
-    for row in flat:
-        for e in net.layout:
-            if e.kind == "weight":
-                present = np.flatnonzero(net.free[e.slice]) + e.offset  # masked weights stay 0
-                row[present] = rng.permutation(row[present])
-    return out
+    return _redraw_weights(theta, net, seed, lambda rng, w: rng.permutation(w))
 
 
 def matched_random(theta, net: MLP, seed: int) -> np.ndarray:
     """Control: fresh Gaussian weights with each layer's variance (and mean) matched to ``theta``."""
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
-    out = np.array(theta, dtype=np.float64, order="C")  # C order: the reshape below must be a view
-    flat = out.reshape(-1, net.n_params)
-    for row in flat:
-        for e in net.layout:
-            if e.kind == "weight":
-                present = np.flatnonzero(net.free[e.slice]) + e.offset  # masked weights stay 0
-                w = row[present]
-                row[present] = rng.normal(w.mean(), w.std(), size=w.size)
-    return out
+    return _redraw_weights(theta, net, seed, lambda rng, w: rng.normal(w.mean(), w.std(), size=w.size))
