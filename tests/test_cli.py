@@ -81,8 +81,23 @@ def test_divergence_exit_code_1(tmp_path):
     assert proc.returncode == 1 and "diverged" in proc.stderr and "instance" in proc.stderr
 
 
+def console_script() -> str:
+    """The ``mlpsim`` script installed beside the interpreter running the tests.
+
+    The venv is never activated by the README's test command, so PATH may hold
+    no ``mlpsim`` (or another one): look next to ``sys.executable`` instead.
+    """
+    from pathlib import Path
+    folder = Path(sys.executable).parent
+    for name in ("mlpsim", "mlpsim.exe"):
+        if (folder / name).exists():
+            return str(folder / name)
+    pytest.fail(f"no mlpsim console script beside {sys.executable}: is mlpsim installed in this environment?")
+
+
 def test_console_script_installed():
-    proc = subprocess.run(["mlpsim", "--version"], capture_output=True, text=True)
+    proc = subprocess.run([console_script(), "--version"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0 and proc.stdout.startswith("mlpsim ")
 
 
