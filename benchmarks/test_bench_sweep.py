@@ -5,7 +5,6 @@ overhead per run against training alone (``test_one_run_alone``, the same run
 in this process). The 200-run version is marked slow (about a minute on
 2 cores); ``-m slow --benchmark-enable`` runs it. The default run does 8.
 """
-import numpy as np
 import pytest
 
 import mlpsim

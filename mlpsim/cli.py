@@ -4,8 +4,10 @@
     mlpsim train --config my.toml --set train.steps=2000 --out runs/short
     mlpsim train --preset seed --dry-run            # resolved config and disk space
     mlpsim info runs/seed                           # status, progress, final losses
-    mlpsim study seed --out out/seed                # the seed study: figures and verdict
+    mlpsim study seed --out out/seed                # the seed study: figures and verdicts
     mlpsim study --list                             # the studies
+    mlpsim verdict rank_decrease --run runs/x       # judge one claim on one run
+    mlpsim verdict --list                           # the claims: measure, null, test, rule
 
 Exit status: 0 success, 1 training failed (diverged), 2 bad input, 130 interrupted.
 """
@@ -19,28 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import PRESETS, Config, ConfigError
+from .errors import ClaimError, unknown_name_message
 from .store import RunError, load_run
-
-
-def toml_value(v) -> str:
-    """One value as TOML text."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return repr(v)
-
-
-def toml_dumps(d: dict) -> str:
-    """TOML text for the flat, two-level dicts that configs are (None values are left out)."""
-    lines = []
-    for section, table in d.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in table.items() if v is not None]
-        lines.append("")
-    return "\n".join(lines)
 
 
 def _config_from_args(args) -> Config:
@@ -56,7 +38,7 @@ def cmd_train(args) -> int:
     cfg = _config_from_args(args)
     if args.dry_run:
         net = build_net(cfg)
-        print(toml_dumps(cfg.to_dict()))
+        print(cfg.to_toml())
         t = cfg.train
         print(f"# network: {net!r}")
         print(f"# {t.instances} instance(s) x {t.steps} steps, {len(t.schedule())} checkpoints "
@@ -95,118 +77,73 @@ def cmd_info(args) -> int:
     if m.get("diverged"):
         print("diverged:    " + "; ".join(f"instance {d['instance']} at step {d['step']}"
                                           for d in m["diverged"]))
-    print(f"versions:    " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+    print("versions:    " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     if len(run.steps):
         _print_losses(run)
     return 0
 
 
 def cmd_study(args) -> int:
-    from pathlib import Path
-
-    from .study import STUDIES, obtain_run, study_module
+    from .study import STUDIES, run_study
     if args.list or not args.name:
-        for name, (modules, what) in STUDIES.items():
-            print(f"{name:14s} {what}  [{', '.join(modules)}]")
+        print("study          ~minutes  question")
+        for name, info in STUDIES.items():
+            print(f"{name:14s} {info.minutes:>8s}  {info.question}")
+        print("(minutes: wall time on 2 cores with nothing trained yet; trained runs are reused)")
         return 0
     if args.name not in STUDIES:
-        from .model import unknown_name_message
         raise ConfigError(unknown_name_message("study", args.name, STUDIES))
-    modules = [study_module(m) for m in STUDIES[args.name][0]]
     out = Path(args.out or Path("out") / args.name)
     progress = False if args.no_progress else None
+    runs = configs = None
     if args.run:
         if args.preset or args.config or args.set:
             raise ConfigError("--run analyses an existing run; it takes no --preset, --config or --set")
-        _study_one(args.name, modules, load_run(args.run), out)
-        return 0
-    if hasattr(modules[0], "run_all") and not (args.preset or args.config or args.set):
-        return _study_many(args.name, modules[0], out, progress, args.scale)
-    defaults = getattr(modules[0], "DEFAULT_PRESETS", None)
-    if defaults and len(defaults) > 1 and not (args.preset or args.config or args.set):
-        from .train import resolve_config
-        verdicts = {}
-        for name in defaults:  # validate every config before training any
-            resolve_config(name)
-        for name in defaults:
-            run = obtain_run(resolve_config(name), out / name / "run", progress=progress)
-            verdicts[name] = _study_one(args.name, modules, run, out / name)
-        _write_comparison(out, args.name, verdicts)
-        return 0
-    if defaults and not (args.preset or args.config):
-        args.preset = defaults[0]
-    cfg = _config_from_args(args)
-    if args.scale != 1.0:
-        if not args.scale > 0:
-            raise ConfigError(f"--scale must be a number > 0, got {args.scale!r}")
-        cfg = cfg.with_overrides([f"train.steps={max(1, int(round(cfg.train.steps * args.scale)))}"])
-    run = obtain_run(cfg, out / "run", progress=progress)
-    _study_one(args.name, modules, run, out)
+        runs = {Path(args.run).name or "run": load_run(args.run)}
+    elif args.preset or args.config:
+        from .study import scaled
+        label = args.preset or Path(args.config).stem
+        configs = {label: scaled(_config_from_args(args), args.scale)}
+    elif args.set:  # --set alone changes every run the study trains by default
+        from .study import default_configs
+        configs = {label: cfg.with_overrides(args.set)
+                   for label, cfg in default_configs(args.name, args.scale).items()}
+    result = run_study(args.name, out, runs=runs, configs=configs, scale=args.scale, runs_dir=args.runs,
+                       progress=progress)
+    for v in result["verdicts"]:
+        print(v.headline() + (f"  [{v.label}]" if v.label else ""))
+    print(f"figures ({len(result['paths'])} files) and data in {out}/; summary: {out / 'summary.md'}")
     return 0
 
 
-def _study_many(name, module, out, progress, scale=1.0):
-    """A study over several runs of its own making (e.g. one ensemble per depth)."""
-    import time
-
-    from .study import write_meta
-    if not (scale > 0 and scale == scale):
-        raise ConfigError(f"--scale must be a number > 0, got {scale!r}")
-    out.mkdir(parents=True, exist_ok=True)
-    results = module.run_all(out, progress=progress, scale=scale)
-    t0 = time.perf_counter()
-    written = module.plot(results, out)
-    runs = results["runs"]
-    write_meta(out, runs[-1], name, {"modules": [module.NAME],
-                                      "run_dirs": [str(r.path.resolve()) for r in runs]})
-    print(f"{module.NAME}: figures in {time.perf_counter() - t0:.1f} s; {len(written)} files in {out}/")
-    print(f"summary: {out / 'summary.md'}  (verdict: {results['summary']['verdict']})")
-    return 0
-
-
-def _study_one(name, modules, run, out):
-    """Run the study modules on one run; return the verdict (if any)."""
+def cmd_verdict(args) -> int:
     import json
-    import time
 
-    from .study import write_meta
-    out.mkdir(parents=True, exist_ok=True)
-    healthy = run.healthy_instances()
-    if healthy.size < run.n_instances:
-        dropped = sorted(set(range(run.n_instances)) - set(healthy.tolist()))
-        print(f"leaving out diverged instance(s) {dropped} of {run.path}")
-        run = run.select_instances(healthy)
-    written = []
-    for module in modules:
-        t0 = time.perf_counter()
-        results = module.analyse(run) if hasattr(module, "analyse") else module.analyse_runs({run.net.n_layers - 1: run})
-        written += module.plot(results, out)
-        print(f"{module.NAME}: done in {time.perf_counter() - t0:.1f} s")
-    write_meta(out, run, name, {"modules": [m.NAME for m in modules]})
-    print(f"figures ({len(written)} files) and data in {out}/")
-    if (out / "summary.json").exists():
-        summary = json.loads((out / "summary.json").read_text())
-        print(f"summary: {out / 'summary.md'}  (verdict: {summary.get('verdict')})")
-        return summary
-    return None
-
-
-def _write_comparison(out, name, summaries):
-    """A top-level summary.md/json naming each preset's verdict, for studies run on several presets."""
-    from .study import write_json
-    write_json(out / "summary.json", {name: {"verdict": s.get("verdict"), "verdict_reason": s.get("verdict_reason"),
-                                             "summary": f"{name}/summary.md"}
-                                      for name, s in summaries.items() if s})
-    lines = [f"# Study {name}: verdicts per preset", ""]
-    for preset_name, s in summaries.items():
-        if s:
-            lines += [f"## {preset_name} (`{preset_name}/summary.md`)", "",
-                      f"**{s.get('verdict')}**: {s.get('verdict_reason')}", ""]
-    verdicts = {s.get("verdict") for s in summaries.values() if s}
-    lines.append("The presets agree." if len(verdicts) == 1 else
-                 "The presets disagree: the answer depends on the network (see each summary).")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print(f"comparison: {out / 'summary.md'}")
+    from . import claims
+    if args.list or (not args.name and not args.table):
+        for name in claims.claim_names():
+            print(claims.describe(name))
+            print()
+        return 0
+    if args.table:
+        from .study import verdict_table_from_outputs, write_table_into
+        table = verdict_table_from_outputs(args.table)
+        if args.into:
+            write_table_into(args.into, table)
+            print(f"verdict table written into {args.into}")
+        else:
+            print(table)
+        return 0
+    if not args.run:
+        raise ConfigError("--run DIR is required: the run directory to judge")
+    claims.get_claim(args.name)  # an unknown claim is refused before the run is opened
+    v = claims.evaluate(args.name, load_run(args.run), seed=args.seed)
+    if args.json:
+        print(json.dumps(v.to_dict(), indent=2))
+    else:
+        print(v.headline())
+        print(v.reason)
+    return 0
 
 
 def cmd_sweep(args) -> int:
@@ -271,12 +208,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", help="configuration preset (default: seed)")
     s.add_argument("--config", help="TOML configuration file")
     s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one key (repeatable)")
+                   help="override one key of the study's runs, or of --preset/--config (repeatable)")
     s.add_argument("--run", help="analyse this existing, complete run directory instead")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--scale", type=float, default=1.0,
-                   help="for studies that train many runs: multiply their size (steps, instances)")
+                   help="multiply the training steps of the study's runs (e.g. 0.1 for a quick look)")
+    s.add_argument("--runs", metavar="DIR",
+                   help="where runs live (found by their configuration's hash; default $MLPSIM_RUNS "
+                        "or ~/.cache/mlpsim/runs)")
     s.set_defaults(func=cmd_study)
+
+    v = sub.add_parser("verdict", help="judge a claim on a run (see --list)")
+    v.add_argument("name", nargs="?", help="claim name")
+    v.add_argument("--run", help="a complete run directory")
+    v.add_argument("--list", action="store_true", help="list the claims with their measure, null, test and rule")
+    v.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    v.add_argument("--seed", type=int, default=0, help="seed of the randomized nulls (default 0)")
+    v.add_argument("--table", nargs="+", metavar="OUT",
+                   help="print a markdown table of the verdicts in these study output folders")
+    v.add_argument("--into", metavar="FILE.md",
+                   help="with --table: write the table between the verdict markers of this file (the README)")
+    v.set_defaults(func=cmd_verdict)
 
     w = sub.add_parser("sweep", help="run a grid of configurations (each a run directory)")
     w.add_argument("sweep", help="sweep TOML file with [base] and [grid]")
@@ -298,7 +250,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, RunError) as exc:
+    except (ConfigError, RunError, ClaimError) as exc:
         print(f"mlpsim: error: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:

@@ -44,7 +44,8 @@ import numpy as np
 from . import kernels
 from .data import TARGETS
 from .init import BIAS_INITS, INIT_SCHEMES
-from .model import ACTIVATIONS, unknown_name_message, validate_widths
+from .errors import unknown_name_message
+from .model import ACTIVATIONS, validate_widths
 
 OPTIMIZERS = ("gd", "momentum", "adam")
 ADAM_VARIANTS = ("wolfram", "kingma")
@@ -254,6 +255,15 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+    def to_toml(self) -> str:
+        """The configuration as a TOML file that :meth:`from_toml` reads back to an equal Config."""
+        lines = []
+        for section, table in self.to_dict().items():
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+            lines.append("")
+        return "\n".join(lines)
+
     def sha256(self) -> str:
         """Hash of the canonical JSON form; two configs with equal hashes are equal."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
@@ -291,31 +301,43 @@ class Config:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
         return cls.from_dict(d)
 
-    def with_overrides(self, assignments) -> "Config":
-        """Apply ``"section.key=value"`` strings; values are parsed as TOML.
+    def with_values(self, values=None, **kwargs) -> "Config":
+        """A copy with keys set from Python values: ``{"train.steps": 1000}``.
 
-        A value that is not valid TOML is taken as a string, so
-        ``train.optimizer=gd`` works as well as ``train.optimizer="gd"``.
+        Keyword form: ``cfg.with_values(train__steps=1000, model__widths=[1, 4, 1])``.
         Changing ``data.target`` without ``data.x_range`` takes the new
-        target's default range.
+        target's default range. Every key is checked; unknown ones are refused
+        with the closest known key named.
         """
+        values = dict(values or {})
+        values.update({k.replace("__", "."): v for k, v in kwargs.items()})
         d = self.to_dict()
-        keys = [t.split("=", 1)[0].strip() for t in assignments]
-        if "data.target" in keys and "data.x_range" not in keys:
+        if "data.target" in values and "data.x_range" not in values:
             d["data"]["x_range"] = None  # a new target brings its own default range
-        for text in assignments:
-            if "=" not in text:
-                raise ConfigError(f"override {text!r} must look like section.key=value")
-            key, raw = text.split("=", 1)
-            key = key.strip()
-            parts = key.split(".")
-            if len(parts) != 2:
-                raise ConfigError(f"override key {key!r} must be section.key, e.g. train.lr")
+        for key, value in values.items():
+            parts = str(key).split(".")
+            if len(parts) != 2 or not all(parts):
+                raise ConfigError(f"key {key!r} must be section.key, e.g. train.lr")
             section, name = parts
             if section not in SECTIONS:
                 raise ConfigError(_unknown_key_message(section, SECTIONS))
-            d[section][name] = parse_value(raw)
+            d[section][name] = value
         return Config.from_dict(d)
+
+    def with_overrides(self, assignments) -> "Config":
+        """Apply ``"section.key=value"`` strings (the CLI's ``--set``); values are TOML.
+
+        A bare word that is not TOML is taken as a string, so
+        ``train.optimizer=gd`` works as well as ``train.optimizer="gd"``; any
+        other text that is not valid TOML (``[1, 32, 1``) is an error.
+        """
+        values = {}
+        for text in assignments:
+            if not isinstance(text, str) or "=" not in text:
+                raise ConfigError(f"override {text!r} must look like section.key=value")
+            key, raw = text.split("=", 1)
+            values[key.strip()] = parse_value(raw, key.strip())
+        return self.with_values(values)
 
     def replace(self, **sections) -> "Config":
         """A copy with whole sections or ``section={key: value}`` updates."""
@@ -330,13 +352,29 @@ class Config:
         return Config.from_dict(d)
 
 
-def parse_value(raw: str):
-    """Parse one override value as TOML; fall back to the bare string."""
+def parse_value(raw: str, key: str = "value"):
+    """Parse one override value as TOML; a bare word (letters, digits, ``_-.``) is a string."""
+    import re
     raw = raw.strip()
     try:
         return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
+    except tomllib.TOMLDecodeError as exc:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", raw):
+            return raw
+        detail = str(exc).replace("(at line 1, column", "(at column")
+        raise ConfigError(f"{key}: {raw!r} is not a valid TOML value ({detail}); write strings in quotes, "
+                          "lists as [1, 2, 3]") from None
+
+
+def _toml_value(v) -> str:
+    """One value as TOML text (the scalars, strings and lists that configs hold)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
 
 
 def _from_plain(v):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import unknown_name_message
+from .errors import unknown_name_message
 
 
 @dataclass(frozen=True)

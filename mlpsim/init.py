@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import MLP, unknown_name_message
+from .errors import unknown_name_message
+from .model import MLP
 
 INIT_SCHEMES = ("kaiming_normal", "he_normal", "he_uniform", "glorot_uniform",
                 "glorot_normal", "lecun_normal", "orthogonal")

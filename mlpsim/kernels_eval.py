@@ -9,7 +9,6 @@ samples run in sample order, so results do not depend on the thread count, and
 a candidate gives the same numbers whether it is evaluated alone or in a batch.
 """
 import numba
-import numpy as np
 
 from ._jit import kernel, parallel_kernel
 from .kernels import CHUNK, activate, forward_chunk

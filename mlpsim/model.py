@@ -16,13 +16,13 @@ Layer names in the layout are 1-based, as in the seed README: ``W1, b1, W2, ...`
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from . import kernels
+from .errors import unknown_name_message
 
 #: Activation names and their kernel codes.
 ACTIVATIONS = {
@@ -31,14 +31,6 @@ ACTIVATIONS = {
     "tanh": kernels.TANH,
     "leaky_relu": kernels.LEAKY_RELU,
 }
-
-
-def unknown_name_message(kind: str, name, allowed) -> str:
-    """An error message for an unknown ``name``, listing the allowed ones."""
-    allowed = list(allowed)
-    close = difflib.get_close_matches(str(name), allowed, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}; allowed: {', '.join(map(repr, allowed))}.{hint}"
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ import numba
 import numpy as np
 
 from . import kernels, kernels_eval
-from .model import MLP, numpy_activation, unknown_name_message
+from .errors import unknown_name_message
+from .model import MLP, numpy_activation
 
 OPERATIONS = ("set", "add", "multiply", "zero", "flip_sign", "redraw")
 BUDGETS = ("absolute", "relative", "layer_std", "unbounded")

@@ -70,8 +70,23 @@ def atomic_write_bytes(path: Path, data: bytes):
     fsync_dir(path.parent)
 
 
+def to_jsonable(obj):
+    """Plain JSON types from numpy scalars and arrays, tuples, and non-finite floats (None)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 def atomic_write_json(path: Path, obj):
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
 
 
 def atomic_save_npz(path: Path, **arrays):
@@ -235,6 +250,12 @@ class Run:
         if idx.size == 0:
             raise RunError(f"run {str(self.path)!r}: no instances selected")
         sub = copy.copy(self)
+        # the selection's own instance numbers; the manifest's "diverged" list refers to the
+        # run's numbering, so the copy keeps only the entries of the selected instances
+        sub.instance_ids = np.asarray(getattr(self, "instance_ids", np.arange(self.n_instances)))[idx]
+        sub.manifest = dict(self.manifest, diverged=[
+            dict(d, instance=int(np.flatnonzero(idx == d["instance"])[0]))
+            for d in self.manifest.get("diverged", []) if d["instance"] in set(idx.tolist())])
         sub.params = np.asarray(self.params[idx])
         sub.loss = np.asarray(self.loss[idx])
         sub.loss_steps = np.asarray(self.loss_steps[idx])

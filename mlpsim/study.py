@@ -1,38 +1,77 @@
-"""Running studies: finding or training their run, and recording how they were made.
+"""Running studies: the registry, their runs, and how what they found is written down.
 
 A study is a script ``studies/NN_topic.py`` (installed as ``mlpsim.studies``)
-with ``run(config) -> results`` and ``plot(results, out)``. This module holds
-what they share: the registry behind ``mlpsim study NAME``, reusing a finished
-run, and ``meta.json``.
+that reads like a lab notebook. It holds only its question:
+
+===========================  ==================================================
+``configs(scale=1.0)``       ``{label: Config}``: the runs it needs by default
+``analyse(runs)``            ``runs`` is ``{label: Run}`` (in that order);
+                             returns the results (a dict)
+``verdicts(results)``        ``[Verdict]`` from :mod:`mlpsim.claims` (or none)
+``plot(results, out)``       writes figures and the data behind them; returns
+                             the paths
+``notes(results)``           (optional) findings in words, markdown lines
+===========================  ==================================================
+
+Everything else lives here: the registry behind ``mlpsim study NAME``; the
+run store lookup (a run lives in the runs folder under its configuration's
+hash, so every study that needs the seed run finds the one already trained);
+``meta.json``; one writer for ``summary.md`` / ``summary.json``; links from
+the study's folder to the runs it used.
+
+The runs folder: ``--runs DIR`` on the command line, else the environment
+variable ``MLPSIM_RUNS``, else ``$XDG_CACHE_HOME/mlpsim/runs`` (by default
+``~/.cache/mlpsim/runs``).
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import json
+import os
 import sys
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .config import Config
-from .store import RunError, atomic_write_json, load_run, now, read_json, versions
+from .config import Config, ConfigError
+from .errors import unknown_name_message
+from .store import (RunError, atomic_write_bytes, atomic_write_json, load_run, now, read_json, to_jsonable,
+                    versions)
 
-#: ``mlpsim study NAME`` -> the study modules it runs, in order, and what it is for.
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """A registered study: its modules (run in order), its question, how long it takes."""
+
+    modules: tuple
+    question: str
+    minutes: str  # wall time on 2 cores with nothing trained yet (measured; see the README)
+
+
+#: ``mlpsim study NAME`` -> what it runs.
 STUDIES = {
-    "seed": (("01_seed_notebook", "02_weight_distribution"),
-             "the notebook's figures and the verdict on 'the weight distribution broadens' (seed preset)"),
-    "distribution": (("02_weight_distribution",),
-                     "per-layer, normalized, trajectory and tail analyses of any run"),
-    "rank": (("03_rank",), "does the rank of the weight matrices fall during training? (seed and wide presets)"),
-    "perturbation": (("05_perturbation",),
-                     "does editing a few weights change the network's function? (seed and wide presets)"),
-    "mesh": (("09_mesh",), "grid networks: can one visually see training? (mesh preset)"),
-    "width-depth": (("06_width_depth",), "how do weight changes scale with width and depth? (lazy regime?)"),
-    "ensembles": (("07_ensembles_vs_single",), "at a fixed parameter budget: an ensemble of 8 small nets or one larger?"),
-    "targets": (("08_targets",), "which findings (broadening, rank loss, fragility) hold for every target?"),
-    "correlations": (("04_correlations",),
-                     "are weight correlations exponentially damped with network distance? (depths 2-8)"),
+    "seed": StudyInfo(("01_seed_notebook", "02_weight_distribution"),
+                      "the notebook's figures; does the weight distribution broaden, and do its tails grow? "
+                      "(seed network, 20 instances, float64 and float32)", "4"),
+    "distribution": StudyInfo(("02_weight_distribution",),
+                              "per-layer, normalized, trajectory and tail analyses of any run, with the verdicts "
+                              "on broadening and longer tails", "3"),
+    "rank": StudyInfo(("03_rank",), "does the rank of the weight matrices fall during training? "
+                      "(seed and wide networks)", "7"),
+    "correlations": StudyInfo(("04_correlations",), "are weight correlations exponentially damped with network "
+                              "distance? (depths 2-8, 64 aligned networks each)", "3"),
+    "perturbation": StudyInfo(("05_perturbation",), "does adversarially editing a few weights change what the "
+                              "network computes? (seed and wide networks)", "10"),
+    "width-depth": StudyInfo(("06_width_depth",), "how do weight changes scale with width and depth? "
+                             "(lazy regime?)", "2"),
+    "ensembles": StudyInfo(("07_ensembles_vs_single",), "at a fixed parameter budget: an ensemble of 8 small "
+                           "nets or one larger?", "2"),
+    "targets": StudyInfo(("08_targets",), "which findings (broadening, rank loss, fragility) hold for every "
+                         "target?", "2"),
+    "mesh": StudyInfo(("09_mesh",), "grid networks: can one visually see training? (mesh preset)", "1"),
 }
 
 
@@ -58,6 +97,20 @@ def study_module(name: str):
     return importlib.import_module(f"mlpsim.studies.{name}")
 
 
+# ----------------------------------------------------------------- the run store
+def default_runs_dir() -> Path:
+    """Where runs live unless told otherwise (see the module docstring)."""
+    if os.environ.get("MLPSIM_RUNS"):
+        return Path(os.environ["MLPSIM_RUNS"])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "mlpsim" / "runs"
+
+
+def run_path(config: Config, runs_dir=None) -> Path:
+    """The folder of ``config``'s run in the runs folder: named by its configuration's hash."""
+    return Path(runs_dir or default_runs_dir()) / config.sha256()[:16]
+
+
 def obtain_run(config: Config, run_dir, progress=None, log=print):
     """The finished run of ``config`` in ``run_dir``: reused, resumed or trained.
 
@@ -67,53 +120,255 @@ def obtain_run(config: Config, run_dir, progress=None, log=print):
     from .train import train
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "manifest.json").exists():
-        raise RunError(f"{str(run_dir)!r} exists but holds no mlpsim run; delete it or choose another --out")
+        raise RunError(f"{str(run_dir)!r} exists but holds no mlpsim run; delete it or choose another folder")
     if (run_dir / "manifest.json").exists():
         old = Config.from_dict(read_json(run_dir / "config.json")).to_dict()
         if old != config.to_dict():
             raise RunError(f"{str(run_dir)!r} holds a run with a different configuration; "
-                           "choose another --out, or pass --run to analyse that run as it is")
+                           "choose another folder, or pass --run to analyse that run as it is")
         manifest = read_json(run_dir / "manifest.json")
         if manifest["status"] == "complete":
             log(f"reusing the finished run in {run_dir} (same configuration; nothing trained)")
             return load_run(run_dir)
         if manifest["status"] == "failed":
             raise RunError(f"the run in {str(run_dir)!r} failed ({manifest.get('reason')}); delete it to "
-                           "train again, or choose another --out")
+                           "train again")
         log(f"resuming the unfinished run in {run_dir}")
         return train(config, run_dir, resume=True, progress=progress)
     log(f"training into {run_dir}")
     return train(config, run_dir, progress=progress)
 
 
-def write_meta(out, run, study: str, extra=None):
-    """``meta.json``: the study, the run it analysed, its config and seeds, versions."""
-    meta = {"study": study, "run_dir": str(Path(run.path).resolve()), "created": now(),
-            "config": run.config.to_dict(), "config_sha256": run.manifest["config_sha256"],
-            "seeds": {"train": run.config.train.seed, "data": run.config.data.seed},
-            "versions": versions()}
-    meta.update(extra or {})
-    atomic_write_json(Path(out) / "meta.json", meta)
+def find_or_train(config: Config, runs_dir=None, progress=None, log=print):
+    """:func:`obtain_run` in the runs folder, at the place named by ``config``'s hash."""
+    return obtain_run(config, run_path(config, runs_dir), progress=progress, log=log)
+
+
+# ----------------------------------------------------------------- running a study
+def run_study(name: str, out, *, runs=None, configs=None, scale: float = 1.0, runs_dir=None,
+              progress=None, log=print) -> dict:
+    """Run study ``name`` into the folder ``out``.
+
+    ``runs`` (``{label: Run}``) analyses existing runs; else ``configs``
+    (``{label: Config}``), else the study's own :func:`configs` at ``scale``,
+    are found in the runs folder or trained (every configuration is validated
+    before any training starts). Returns ``{"verdicts", "paths", "runs"}``.
+    """
+    if name not in STUDIES:
+        raise ConfigError(unknown_name_message("study", name, STUDIES))
+    if not (isinstance(scale, (int, float)) and scale > 0 and np.isfinite(scale)):
+        raise ConfigError(f"--scale must be a number > 0, got {scale!r}")
+    info = STUDIES[name]
+    modules = [study_module(m) for m in info.modules]
+    out = Path(out)
+    if runs is None:
+        configs = default_configs(name, scale) if configs is None else configs
+        _validate(configs)
+        runs = {}
+        for i, (label, cfg) in enumerate(configs.items()):
+            log(f"[run {i + 1}/{len(configs)}] {label}")
+            runs[label] = find_or_train(cfg, runs_dir, progress=progress, log=log)
+    runs = {label: _healthy(run, log) for label, run in runs.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    link_runs(out, runs)
+    verdicts, paths, notes = [], [], []
+    for m in modules:
+        t0 = time.perf_counter()
+        results = m.analyse(runs)
+        verdicts += list(m.verdicts(results)) if hasattr(m, "verdicts") else []
+        paths += list(m.plot(results, out))
+        notes += list(m.notes(results)) if hasattr(m, "notes") else []
+        log(f"{m.NAME}: done in {time.perf_counter() - t0:.1f} s")
+    title, question = _title_and_question(modules[-1])
+    write_summary(out, name, title, question, verdicts, notes, paths, runs)
+    write_meta(out, name, runs, [m.NAME for m in modules])
+    return {"verdicts": verdicts, "paths": paths, "runs": runs}
+
+
+def default_configs(name: str, scale: float = 1.0) -> dict:
+    """``{label: Config}``: the runs study ``name`` trains by default (its modules' ``configs``)."""
+    configs = {}
+    for m in STUDIES[name].modules:
+        configs.update(study_module(m).configs(scale))
+    return configs
+
+
+def _validate(configs: dict):
+    from .train import build_net
+    if not configs:
+        raise ConfigError("the study has no runs to analyse")
+    for label, cfg in configs.items():
+        if not isinstance(cfg, Config):
+            raise ConfigError(f"run {label!r}: expected a Config, got {type(cfg).__name__}")
+        build_net(cfg)
+
+
+def _healthy(run, log):
+    healthy = run.healthy_instances()
+    if healthy.size < run.n_instances:
+        dropped = sorted(set(range(run.n_instances)) - set(healthy.tolist()))
+        log(f"leaving out diverged instance(s) {', '.join(map(str, dropped))} of {run.path}")
+        return run.select_instances(healthy)
+    return run
+
+
+def link_runs(out: Path, runs: dict):
+    """``out/runs/<label>``: a symbolic link to each run used (where the system allows one)."""
+    folder = Path(out) / "runs"
+    folder.mkdir(exist_ok=True)
+    for label, run in runs.items():
+        link = folder / _slug(label)
+        target = Path(run.path).resolve()
+        if link.is_symlink() or link.exists():
+            if link.is_symlink() and Path(os.readlink(link)) == target:
+                continue
+            if link.is_symlink():
+                link.unlink()
+            else:
+                continue  # a real folder of the user's: leave it
+        try:
+            link.symlink_to(target, target_is_directory=True)
+        except OSError:
+            pass  # no symlinks here (some file systems): meta.json still names the run
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(label)) or "run"
+
+
+def _title_and_question(module) -> tuple:
+    doc = (module.__doc__ or "").strip()
+    first, _, rest = doc.partition("\n")
+    title = first.split(":", 1)[-1].strip() if ":" in first else first
+    title = title[:1].upper() + title[1:]
+    question = rest.strip().split("\n\n")[0].replace("\n", " ") if rest else ""
+    return title, question
+
+
+#: Instances that studies ending in a verdict train by default (see mlpsim.claims: each
+#: half of the stability check needs about 8 to reach significance after Holm).
+VERDICT_INSTANCES = 20
+
+
+def scaled(config: Config, scale: float) -> Config:
+    """``config`` with its steps multiplied by ``scale`` (at least 1; checkpoints thinned to match)."""
+    if scale == 1.0:
+        return config
+    t = config.train
+    steps = max(1, int(round(t.steps * scale)))
+    return config.with_values({"train.steps": steps, "train.checkpoint_every": max(1, min(t.checkpoint_every, steps)),
+                               "train.checkpoint_steps": [s for s in t.checkpoint_steps if s <= steps]})
+
+
+def plot_each(results, out, plot_run) -> list:
+    """``plot_run(r, out, prefix)`` for each run's results in ``results["per_run"]``; files are
+    prefixed with the run's label when there is more than one run."""
+    paths = []
+    many = len(results["per_run"]) > 1
+    for label, r in results["per_run"].items():
+        paths += plot_run(r, out, f"{label}_" if many else "")
+    return paths
+
+
+def primary(runs: dict):
+    """The first run of a study's ``runs``: the one single-run analyses look at."""
+    return next(iter(runs.values()))
+
+
+# ----------------------------------------------------------------- writing down
+def write_meta(out, study: str, runs: dict, modules=()):
+    """``meta.json``: the study, each run it analysed (folder, config, seeds), versions."""
+    meta = {"study": study, "modules": list(modules), "created": now(), "versions": versions(),
+            "runs": {label: {"run_dir": str(Path(r.path).resolve()), "config": r.config.to_dict(),
+                             "config_sha256": r.manifest["config_sha256"],
+                             "instances": [int(i) for i in getattr(r, "instance_ids", range(r.n_instances))],
+                             "seeds": {"train": r.config.train.seed, "data": r.config.data.seed}}
+                     for label, r in runs.items()}}
+    atomic_write_json(Path(out) / "meta.json", to_jsonable(meta))
+
+
+def write_summary(out, study: str, title: str, question: str, verdicts, notes=(), paths=(), runs=None):
+    """``summary.json`` and ``summary.md``: the verdicts with their evidence, the notes, the figures."""
+    from .claims import fmt, fmt_p
+    out = Path(out)
+    runs = runs or {}
+    figures = sorted({Path(p).name for p in paths if str(p).endswith(".png")})
+    write_json(out / "summary.json", {
+        "study": study, "title": title, "question": question,
+        "verdicts": [v.to_dict() for v in verdicts], "notes": list(notes), "figures": figures,
+        "runs": {label: str(Path(r.path).resolve()) for label, r in runs.items()}})
+    lines = [f"# {title}", "", question, ""]
+    if runs:
+        lines += ["Runs: " + "; ".join(f"{label}: `{Path(r.path)}` ({r.n_instances} instances, "
+                                       f"{r.net!r})" for label, r in runs.items()), ""]
+    if verdicts:
+        lines += ["## Verdicts", "", verdict_table(verdicts), ""]
+        for v in verdicts:
+            lines += [f"### {v.claim}" + (f" ({v.label})" if v.label else ""), "",
+                      f"Claim: *{v.statement}*.", "", f"**{v.status}.** {v.reason}", ""]
+            rows = [r for r in v.layers if r.get("status") != "not judged" or r.get("note")]
+            if rows:
+                lines += ["| layer | measure | initial | end | effect [95 % CI] | p (Holm) | status |",
+                          "| --- | --- | --- | --- | --- | --- | --- |"]
+                for r in rows:
+                    ci = (f" [{fmt(r.get('ci_low'))}, {fmt(r.get('ci_high'))}]"
+                          if r.get("ci_low") is not None and np.isfinite(r.get("ci_low", np.nan)) else "")
+                    lines.append(f"| {r['layer']} | {r['measure']} | {fmt(r.get('initial'))} | "
+                                 f"{fmt(r.get('final'))} | {fmt(r.get('effect'))}{ci} | {fmt_p(r.get('p_holm'))} | "
+                                 f"{r.get('status', '')}{' (' + r['note'] + ')' if r.get('note') else ''} |")
+                lines.append("")
+    if notes:
+        lines += ["## Findings", ""] + [f"- {n}" for n in notes] + [""]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{f[:-4]}]({f})" for f in figures] + [""]
+    atomic_write_bytes(out / "summary.md", "\n".join(lines).encode())
+
+
+def verdict_table(verdicts) -> str:
+    """A markdown table, one row per verdict: claim, run, status, effect [CI], p, n."""
+    from .claims import fmt, fmt_p
+    lines = ["| claim | on | status | effect [95 % CI] | p | instances |", "| --- | --- | --- | --- | --- | --- |"]
+    for v in verdicts:
+        d = v if isinstance(v, dict) else v.to_dict()
+        ci = d.get("ci") or [None, None]
+        ci_text = f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci[0] is not None else ""
+        lines.append(f"| {d['claim']} | {d.get('label') or ''} | **{d['status']}** | {d['effect_name']} "
+                     f"{fmt(d['effect'])}{ci_text} | {fmt_p(d['p_value'])} | {d['n_instances']} |")
+    return "\n".join(lines)
+
+
+def verdict_table_from_outputs(folders) -> str:
+    """The verdict table of every study output folder given (their ``summary.json``)."""
+    verdicts = []
+    for folder in folders:
+        path = Path(folder) / "summary.json"
+        if not path.exists():
+            raise ConfigError(f"{str(folder)!r} holds no study output (summary.json is missing)")
+        s = load_json(path)
+        for v in s.get("verdicts", []):
+            verdicts.append({**v, "label": (v.get("label") or "") + (f" ({s['study']})" if not v.get("label")
+                                                                      else f", {s['study']}")})
+    return verdict_table(verdicts)
+
+
+README_MARKERS = ("<!-- verdicts:start -->", "<!-- verdicts:end -->")
+
+
+def write_table_into(path, table: str):
+    """Replace the text between the verdict markers of a markdown file (e.g. the README) by ``table``."""
+    path = Path(path)
+    text = path.read_text()
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        raise ConfigError(f"{str(path)!r} has no {start} ... {end} block to fill")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_bytes(path, (head + start + "\n" + table + "\n" + end + tail).encode())
 
 
 def save_data(out, name: str, **arrays):
     """The numbers behind a figure, as ``out/name.npz``."""
     np.savez_compressed(Path(out) / f"{name}.npz", **arrays)
-
-
-def to_jsonable(obj):
-    """Numpy scalars and arrays to plain JSON types."""
-    if isinstance(obj, dict):
-        return {k: to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def write_json(path, obj):
@@ -125,21 +380,6 @@ def load_json(path) -> dict:
         return json.load(fh)
 
 
-def fit_power(x, y, n_boot: int = 500, seed: int = 0) -> dict:
-    """Least-squares slope of log y against log x (y ~ x**slope), with a 95 % interval
-    from resampling the points (seeded). Points with y <= 0 are left out."""
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    ok = (x > 0) & (y > 0) & np.isfinite(y)
-    lx, ly = np.log(x[ok]), np.log(y[ok])
-    if np.unique(lx).size < 2:
-        return {"slope": None, "ci": [None, None], "n": int(ok.sum())}
-    slope = float(np.polyfit(lx, ly, 1)[0])
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
-    boots = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, lx.size, lx.size)
-        if np.unique(lx[pick]).size >= 2:
-            boots.append(np.polyfit(lx[pick], ly[pick], 1)[0])
-    lo, hi = np.quantile(boots, [0.025, 0.975])
-    return {"slope": slope, "ci": [float(lo), float(hi)], "n": int(ok.sum())}
+def label_verdicts(verdicts, label: str) -> list:
+    """The verdicts with ``label`` (the run or condition they judge) set."""
+    return [replace(v, label=label) for v in verdicts]

@@ -72,13 +72,11 @@ def parse_sweep(d: dict) -> tuple:
 
 def expand(base: Config, grid: dict) -> list:
     """Every run's ``(grid values dict, Config)``, validated before anything runs."""
-    from .cli import toml_value
     keys = list(grid)
     runs = []
     for combo in itertools.product(*(grid[k] for k in keys)):
         values = dict(zip(keys, combo))
-        cfg = base.with_overrides([f"{k}={toml_value(v)}" for k, v in values.items()])
-        runs.append((values, cfg))
+        runs.append((values, base.with_values(values)))
     return runs
 
 
@@ -96,28 +94,9 @@ def _train_one(args):
     return summary_row(run, values)
 
 
-def run_metrics(run) -> dict:
-    """Per instance: final loss, variance ratio and kurtosis change (all parameters), the
-    effective-rank change of the largest weight matrix, and ||theta_T - theta_0|| / ||theta_0||."""
-    from . import analysis
-    P = run.params
-    idx = analysis.select(run.net, "all")
-    m0 = analysis.moments(P[:, :1], idx)
-    m1 = analysis.moments(P[:, -1:], idx)
-    layer = max(range(run.net.n_layers), key=lambda l: min(run.net.layout[2 * l].shape))
-    shape = run.net.layout[2 * layer].shape
-    s = analysis.singular_values(np.asarray(P[:, [0, P.shape[1] - 1]]), run.net, layer, workers=1)
-    er = analysis.rank_measures(s, shape)["effective_rank"]
-    first, last = np.asarray(P[:, 0], dtype=np.float64), np.asarray(P[:, -1], dtype=np.float64)
-    return {"final_loss": np.asarray(run.loss[:, -1], dtype=np.float64),
-            "variance_ratio": m1["var"][:, 0] / m0["var"][:, 0],
-            "kurtosis_change": m1["kurtosis"][:, 0] - m0["kurtosis"][:, 0],
-            "effective_rank_change": er[:, 1] - er[:, 0],
-            "relative_distance": np.linalg.norm(last - first, axis=-1) / np.linalg.norm(first, axis=-1)}
-
-
 def summary_row(run, values: dict) -> dict:
     """The numbers a sweep's summary.csv keeps for one finished run (means over instances)."""
+    from .analysis import run_metrics
     m = run_metrics(run)
     row = {"run": Path(run.path).name, "status": run.manifest["status"]}
     row.update({f"{k}_mean": float(np.mean(v)) for k, v in m.items()})

@@ -11,25 +11,30 @@ Figures (instance 1 unless said):
   fig4_variance     variance of the 169 values vs. step: instance 1, and all instances
   fig9_loss         loss curves of all instances, log-log
 
-Runtime: about 5-20 s of training for the seed preset (reused if already in
-``OUT/run``), then about 10 s for the figures.
-Run: ``mlpsim study seed --out out/seed`` (with study 02), or
-``python studies/01_seed_notebook.py --out out/seed``.
+By default it looks at the seed study's float64 run (the notebook's network and
+training, with 20 instances so that the verdicts of study 02 have power;
+instance 1 is the same network as in a 5-instance run).
+
+Runtime: the seed study trains two runs of 20 instances (about a minute each
+on 2 cores, reused when already trained), then about 10 s for these figures.
+Run: ``mlpsim study seed --out out/seed`` (with study 02).
 """
 import numpy as np
 
 from mlpsim import analysis, plots
-from mlpsim.study import obtain_run, save_data
+from mlpsim.config import preset
+from mlpsim.study import VERDICT_INSTANCES, primary, save_data, scaled
 
 NAME = "01_seed_notebook"
 
 
-def run(config, run_dir, progress=None, log=print) -> dict:
-    """Train (or reuse) the run of ``config`` and compute everything the figures show."""
-    return analyse(obtain_run(config, run_dir, progress=progress, log=log))
+def configs(scale=1.0) -> dict:
+    """The seed network and training, with enough instances for verdicts."""
+    return {"float64": scaled(preset("seed").with_values({"train.instances": VERDICT_INSTANCES}), scale)}
 
 
-def analyse(run) -> dict:
+def analyse(runs) -> dict:
+    run = primary(runs)
     net = run.net
     idx = analysis.select(net, "all")
     hist = analysis.histograms(run.params, idx)
@@ -84,8 +89,3 @@ def plot(results, out) -> list:
     paths += plots.save(fig, out, "fig9_loss")
     save_data(out, "fig9_loss", loss_steps=loss, step=s - 1)
     return paths
-
-
-if __name__ == "__main__":
-    from mlpsim.cli import main
-    raise SystemExit(main(["study", "seed", *__import__("sys").argv[1:]]))

@@ -17,26 +17,23 @@ matching on incoming weights):
 * activations vs. depth: the correlation map c_l of pairs of inputs per hidden
   layer (Schoenholz et al. 2017), at initialization and after training.
 
-An exponential ``A exp(-d/xi)`` and a power law ``A d**-beta`` are fitted to
-the excess squared correlation; ``summary.json`` holds ``decay_length`` (xi with
-a bootstrap 95 % interval, for the deepest network), ``decay_length_by_depth``,
-``best_fit`` (per depth and overall) and ``verdict`` / ``verdict_reason``:
-``supported`` when the trained excess correlation is above both controls at
-distance 1 in most depths and the exponential fits decisively better than the
-power law (residual sum of squares at least ``DECISIVE`` = 2 times smaller) in
-most depths; ``contradicted`` when the power law does; ``inconclusive``
-otherwise. Note that alignment itself induces correlation (matching picks
-similar units), which is why the aligned *initial* ensemble is a control.
+The verdict (one per depth) is the claim ``correlation_decay`` of
+:mod:`mlpsim.claims`: the training-specific correlation is the excess of the
+trained ensemble over the *same alignment applied to the initial ensemble*
+(alignment alone makes matched units correlate), per pair category and per
+distance, against paired permutations. The descriptive fits of the raw excess
+(exponential vs power law, decay lengths, noise floor) and the input-pair
+correlation map are listed as findings.
 
-Runtime: about 1-3 minutes of training (7 ensembles of 64 networks, 3000
-steps on 1000 points), then seconds. ``--scale`` is not needed at this size.
+Runtime: about 3 minutes of training on 2 cores (7 ensembles of 64 networks,
+3000 steps on 1000 points), then about a minute of analysis.
 Run: ``mlpsim study correlations --out out/correlations``.
 """
 import numpy as np
 
-from mlpsim import analysis, plots
+from mlpsim import analysis, claims, plots
 from mlpsim.config import preset
-from mlpsim.study import obtain_run, save_data, write_json
+from mlpsim.study import label_verdicts, save_data, scaled
 
 NAME = "04_correlations"
 DEPTHS = tuple(range(2, 9))
@@ -47,17 +44,18 @@ WIDTH = 8
 
 def depth_config(depth: int, instances: int = 64, steps: int = 3000):
     """The ensemble trained for hidden depth ``depth``."""
-    return preset("seed").with_overrides([
-        f"model.widths={[1] + [WIDTH] * depth + [1]}", "data.n=1000", f"train.steps={steps}",
-        f"train.checkpoint_every={max(1, steps // 30)}", f"train.instances={instances}"])
+    return preset("seed").with_values({
+        "model.widths": [1] + [WIDTH] * depth + [1], "data.n": 1000, "train.steps": steps,
+        "train.checkpoint_every": max(1, steps // 30), "train.instances": instances})
 
 
-def run_all(out, progress=None, log=print, depths=DEPTHS, instances=64, steps=3000, scale=1.0) -> dict:
-    """Train (or reuse) the ensemble of every depth and analyse them all."""
-    steps = max(30, int(round(steps * scale)))
-    runs = {d: obtain_run(depth_config(d, instances, steps), out / f"depth_{d}" / "run",
-                          progress=progress, log=log) for d in depths}
-    return analyse_runs(runs)
+def configs(scale=1.0) -> dict:
+    return {f"depth {d}": scaled(depth_config(d), scale) for d in DEPTHS}
+
+
+def analyse(runs) -> dict:
+    per_depth = {run.net.n_layers - 1: analyse_run(run) for run in runs.values()}
+    return {"per_depth": per_depth, "runs": runs, "described": describe(per_depth)}
 
 
 def analyse_run(run, seed=0, n_pairs=200) -> dict:
@@ -103,12 +101,8 @@ def analyse_run(run, seed=0, n_pairs=200) -> dict:
             "activation_depth_scale": depth_scale}
 
 
-def analyse_runs(runs) -> dict:
-    per_depth = {d: analyse_run(r) for d, r in runs.items()}
-    return {"per_depth": per_depth, "runs": list(runs.values()), "summary": verdict(per_depth)}
-
-
-def verdict(per_depth) -> dict:
+def describe(per_depth) -> dict:
+    """The descriptive fits of the raw ensemble excess (not a verdict: see ``verdicts``)."""
     rows, exp_better, pow_better, above = [], 0, 0, 0
     for d, r in per_depth.items():
         ens = r["ensemble"]
@@ -135,22 +129,20 @@ def verdict(per_depth) -> dict:
     xi = deepest["fit"].get("exponential", {})
     short = sum(r["range"] <= 2 for r in rows)
     if short * 2 > n:
-        v = "inconclusive"
         why = (f"in {short}/{n} depths the ensemble correlation falls to the noise floor (3 standard errors) "
                "within 2 steps of network distance: the weights are correlated only with their immediate "
                "neighbours, a damping faster than one step, too short to tell an exponential from a power law")
     elif above * 2 <= n:
-        v = "inconclusive"
         why = f"the trained ensemble's excess correlation at distance 1 exceeds both controls in only {above}/{n} depths"
     elif exp_better * 2 > n:
-        v, why = "supported", (f"the exponential fits decisively better (residuals >= {DECISIVE:g}x smaller) "
-                               f"than the power law in {exp_better}/{n} depths")
+        why = (f"the exponential fits decisively better (residuals >= {DECISIVE:g}x smaller) "
+               f"than the power law in {exp_better}/{n} depths")
     elif pow_better * 2 > n:
-        v, why = "contradicted", (f"the power law fits decisively better (residuals >= {DECISIVE:g}x smaller) "
-                                  f"than the exponential in {pow_better}/{n} depths")
+        why = (f"the power law fits decisively better (residuals >= {DECISIVE:g}x smaller) "
+               f"than the exponential in {pow_better}/{n} depths")
     else:
-        v, why = "inconclusive", (f"neither form wins decisively (residuals >= {DECISIVE:g}x smaller) in most "
-                                  f"depths: exponential in {exp_better}/{n}, power law in {pow_better}/{n}")
+        why = (f"neither form wins decisively (residuals >= {DECISIVE:g}x smaller) in most "
+               f"depths: exponential in {exp_better}/{n}, power law in {pow_better}/{n}")
     detail = "; ".join(
         f"depth {r['depth']}: above noise up to distance {r['range']}, excess r2 at d=1 {r['excess_r2_trained'][0]:.3g} (init {r['excess_r2_initial'][0]:.3g}, "
         f"shuffled {r['excess_r2_shuffled'][0]:.3g}), best {r['fit'].get('best', 'n/a')} "
@@ -173,7 +165,7 @@ def verdict(per_depth) -> dict:
                                                    "ci": r["fit"].get("exponential", {}).get("xi_ci")}
                                       for r in rows},
             "best_fit": best_overall, "best_fit_by_depth": {r["depth"]: r["fit"].get("best") for r in rows},
-            "verdict": v, "verdict_reason": f"{why}. {detail}."}
+            "pattern": why, "detail": detail}
 
 
 def plot(results, out) -> list:
@@ -234,33 +226,29 @@ def plot(results, out) -> list:
     fig.tight_layout()
     paths += plots.save(fig, out, "fig_corr_heatmap")
     save_data(out, "fig_corr_heatmap", corr_initial=ref["corr_initial"], corr_final=ref["corr_final"])
-    write_summary(results["summary"], out)
     return paths
 
 
-def write_summary(summary, out):
-    write_json(out / "summary.json", summary)
-    s = summary
-    lines = ["# Are correlations between weights exponentially damped?", "",
-             f"**Verdict: {s['verdict']}.** {s['verdict_reason']}", "",
-             f"Decay length (depth {s['decay_length']['depth']}): xi = {s['decay_length']['xi']}, "
-             f"95% interval {s['decay_length']['ci']}, upper bound from the noise floor "
-             f"{s['decay_length']['upper_bound']}. Best fit overall: {s['best_fit']}.", "",
-             "Excess squared correlation across the aligned ensemble by kind of pair (trained; initial):", "",
-             "| depth | " + " | ".join(s["by_depth"][-1]["by_category"]["trained"]) + " |",
-             "| --- |" + " --- |" * len(s["by_depth"][-1]["by_category"]["trained"])]
-    for row in s["by_depth"]:
-        cats = s["by_depth"][-1]["by_category"]["trained"]
-        tr, ini = row["by_category"]["trained"], row["by_category"]["initial"]
-        lines.append(f"| {row['depth']} | " + " | ".join(
-            f"{tr[c]:.2g}; {ini[c]:.2g}" if c in tr else "" for c in cats) + " |")
-    lines += ["", "Depth scale of the input-pair correlation map (exponential fit of |c_l+1 - c_l|): "
-              + "; ".join(f"depth {r['depth']}: initial {r['activation_depth_scale'].get('initial')}, "
-                          f"trained {r['activation_depth_scale'].get('trained')}" for r in s["by_depth"]), "",
-              "![correlation vs distance](fig_corr_vs_distance.png)", "", "![heat map](fig_corr_heatmap.png)", ""]
-    (out / "summary.md").write_text("\n".join(lines))
+def verdicts(results) -> list:
+    return [v for label, run in results["runs"].items()
+            for v in label_verdicts([claims.evaluate("correlation_decay", run)], label)]
 
 
-if __name__ == "__main__":
-    from mlpsim.cli import main
-    raise SystemExit(main(["study", "correlations", *__import__("sys").argv[1:]]))
+def notes(results) -> list:
+    s = results["described"]
+    dl = s["decay_length"]
+    lines = [f"Raw ensemble excess r^2 (trained, above 1/(N-1); descriptive): {s['pattern']}.",
+             f"Per depth: {s['detail']}.",
+             f"Decay length at depth {dl['depth']}: xi = {claims.fmt(dl['xi'])} "
+             + (f"(95 % interval {claims.fmt(dl['ci'][0])} to {claims.fmt(dl['ci'][1])})" if dl.get("ci") else "")
+             + (f"; from the noise floor, xi <= {claims.fmt(dl['upper_bound'])}" if dl.get("upper_bound") else "")
+             + "."]
+    for r in s["by_depth"]:
+        tr, ini = r["by_category"]["trained"], r["by_category"]["initial"]
+        lines.append(f"Depth {r['depth']}, excess r^2 by pair category (trained / aligned initial): "
+                     + ", ".join(f"{c} {claims.fmt(tr[c])} / {claims.fmt(ini.get(c))}" for c in tr) + ".")
+    lines.append("Depth scale of the input-pair correlation map (exponential fit of |c_l+1 - c_l|): "
+                 + "; ".join(f"depth {r['depth']}: initial {claims.fmt(r['activation_depth_scale'].get('initial'))}, "
+                             f"trained {claims.fmt(r['activation_depth_scale'].get('trained'))}" for r in s["by_depth"])
+                 + ".")
+    return lines

@@ -8,25 +8,20 @@ change shrink with width (the "lazy" regime of wide networks)?
 
 Each network is one run (3 instances, the seed's data and optimizer, 2000
 steps on 1000 points); metrics per instance come from
-:func:`mlpsim.sweep.run_metrics`; exponents are log-log least-squares slopes
-with 95 % bootstrap intervals (:func:`mlpsim.study.fit_power`).
+:func:`mlpsim.analysis.run_metrics`; exponents are log-log least-squares slopes
+with 95 % bootstrap intervals (:func:`mlpsim.analysis.fit_power`). These are
+descriptive findings with intervals, not verdicts of :mod:`mlpsim.claims`
+(three instances per network; the regularities atlas, ``mlpsim atlas``,
+judges such questions over many conditions).
 
-``summary.json``: per width and depth the metrics, the exponents, and
-``verdict`` / ``verdict_reason`` for "relative change shrinks with width":
-``supported`` when the exponent of the relative distance in width is negative
-with its whole interval below 0, ``contradicted`` when the interval is above 0,
-else ``inconclusive``.
-
-Runtime: a few minutes on 2 cores (``--scale`` multiplies steps; widths up to
-512 are ``WIDTHS_LARGE``).
+Runtime: about 2 minutes on 2 cores (``--scale`` multiplies steps).
 Run: ``mlpsim study width-depth --out out/width_depth``.
 """
 import numpy as np
 
-from mlpsim import plots
+from mlpsim import analysis, claims, plots
 from mlpsim.config import preset
-from mlpsim.study import fit_power, obtain_run, save_data, write_json
-from mlpsim.sweep import run_metrics
+from mlpsim.study import save_data, scaled
 
 NAME = "06_width_depth"
 WIDTHS = (4, 8, 16, 32, 64)
@@ -34,55 +29,57 @@ DEPTHS = (1, 2, 3, 4, 6, 8)
 METRICS = ("relative_distance", "variance_ratio", "kurtosis_change", "effective_rank_change", "final_loss")
 
 
-def config(widths, steps):
-    return preset("seed").with_overrides([f"model.widths={list(widths)}", "data.n=1000", f"train.steps={steps}",
-                                          f"train.checkpoint_every={max(1, steps // 20)}", "train.instances=3"])
+def config(widths, steps=2000):
+    return preset("seed").with_values({"model.widths": list(widths), "data.n": 1000, "train.steps": steps,
+                                       "train.checkpoint_every": max(1, steps // 20), "train.instances": 3})
 
 
-def run_all(out, progress=None, log=print, scale=1.0, widths=WIDTHS, depths=DEPTHS, steps=2000) -> dict:
-    steps = max(20, int(round(steps * scale)))
-    by_width = {w: obtain_run(config([1, w, w, w, 1], steps), out / "runs" / f"width_{w}", progress, log)
-                for w in widths}
-    by_depth = {d: obtain_run(config([1] + [16] * d + [1], steps), out / "runs" / f"depth_{d}", progress, log)
-                for d in depths}
-    return analyse(by_width, by_depth)
+def configs(scale=1.0, widths=WIDTHS, depths=DEPTHS) -> dict:
+    runs = {f"width {w}": config([1, w, w, w, 1]) for w in widths}
+    runs.update({f"depth {d}": config([1] + [16] * d + [1]) for d in depths})
+    return {label: scaled(cfg, scale) for label, cfg in runs.items()}
 
 
-def analyse(by_width, by_depth) -> dict:
-    mw = {w: run_metrics(r) for w, r in by_width.items()}
-    md = {d: run_metrics(r) for d, r in by_depth.items()}
+def analyse(runs) -> dict:
+    by_width = {int(l.split()[1]): r for l, r in runs.items() if l.startswith("width ")}
+    by_depth = {int(l.split()[1]): r for l, r in runs.items() if l.startswith("depth ")}
+    return analyse_sizes(by_width, by_depth)
+
+
+def analyse_sizes(by_width, by_depth) -> dict:
+    mw = {w: analysis.run_metrics(r) for w, r in by_width.items()}
+    md = {d: analysis.run_metrics(r) for d, r in by_depth.items()}
     fits = {}
     for axis, table in (("width", mw), ("depth", md)):
         for m in ("relative_distance", "variance_ratio"):
             xs = np.concatenate([[k] * len(v[m]) for k, v in table.items()])
             ys = np.concatenate([v[m] for v in table.values()])
-            fits[f"{m}_vs_{axis}"] = fit_power(xs, ys)
+            fits[f"{m}_vs_{axis}"] = analysis.fit_power(xs, ys)
     r = {"by_width": mw, "by_depth": md, "fits": fits,
          "runs": list(by_width.values()) + list(by_depth.values())}
-    r["summary"] = verdict(r)
     return r
 
 
-def verdict(r) -> dict:
-    f = r["fits"]["relative_distance_vs_width"]
-    lo, hi = f["ci"]
-    if f["slope"] is None:
-        v = "inconclusive"
-    elif hi is not None and hi < 0:
-        v = "supported"
-    elif lo is not None and lo > 0:
-        v = "contradicted"
-    else:
-        v = "inconclusive"
-    table = lambda t: {str(k): {m: [float(x) for x in vals[m]] for m in METRICS} for k, vals in t.items()}
-    return {"claim": "the relative change of the weights shrinks with width (lazy regime)",
-            "by_width": table(r["by_width"]), "by_depth": table(r["by_depth"]), "exponents": r["fits"],
-            "verdict": v,
-            "verdict_reason": (f"||theta_T - theta_0|| / ||theta_0|| ~ width^{f['slope']:.3g} (95% interval "
-                               f"{lo:.3g}..{hi:.3g}) over widths {list(r['by_width'])}; the variance ratio "
-                               f"~ width^{r['fits']['variance_ratio_vs_width']['slope']:.3g}, relative distance "
-                               f"~ depth^{r['fits']['relative_distance_vs_depth']['slope']:.3g}.")
-            if f["slope"] is not None else "too few widths to fit an exponent"}
+def notes(results) -> list:
+    """The fitted exponents in words: does the relative change shrink with width (lazy regime)?"""
+    f = results["fits"]
+    out = []
+    for key, what in (("relative_distance_vs_width", "relative distance from init ||theta_T - theta_0|| / "
+                       "||theta_0|| vs width"), ("variance_ratio_vs_width", "variance ratio vs width"),
+                      ("relative_distance_vs_depth", "relative distance vs depth"),
+                      ("variance_ratio_vs_depth", "variance ratio vs depth")):
+        fit = f.get(key)
+        if fit is None or fit["slope"] is None:
+            out.append(f"{what}: too few sizes to fit an exponent.")
+            continue
+        lo, hi = fit["ci"]
+        sign = ("shrinks" if hi < 0 else "grows" if lo > 0 else "has no clear trend")
+        out.append(f"{what}: exponent {claims.fmt(fit['slope'])} (95 % bootstrap interval {claims.fmt(lo)} to "
+                   f"{claims.fmt(hi)}, {fit['n']} instance-runs): it {sign}.")
+    out.append("Widths " + ", ".join(map(str, results["by_width"])) + " (depth 3) and depths "
+               + ", ".join(map(str, results["by_depth"])) + " (width 16), 3 instances each: descriptive, "
+               "not a verdict.")
+    return out
 
 
 def plot(results, out) -> list:
@@ -107,14 +104,4 @@ def plot(results, out) -> list:
     fig.tight_layout()
     paths += plots.save(fig, out, "fig_width_depth")
     save_data(out, "fig_width_depth", **data)
-    s = results["summary"]
-    write_json(out / "summary.json", s)
-    (out / "summary.md").write_text("\n".join([
-        "# Weight changes vs. width and depth", "", f"Claim: *{s['claim']}*.", "",
-        f"**Verdict: {s['verdict']}.** {s['verdict_reason']}", "", "![width and depth](fig_width_depth.png)", ""]))
     return paths
-
-
-if __name__ == "__main__":
-    from mlpsim.cli import main
-    raise SystemExit(main(["study", "width-depth", *__import__("sys").argv[1:]]))

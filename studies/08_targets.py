@@ -11,37 +11,34 @@ earlier studies:
 * fragility: the worst single-weight edit within 1 x layer std affects the
   result (study 05's rule: flips on > 1 % of the grid or training MSE x2).
 
-A finding is *generic* when it holds in every instance for every target.
-``summary.json``: per target the metrics and findings, the list of generic
-findings, ``verdict`` (``generic`` when all three are, ``target-dependent``
-otherwise) and ``verdict_reason``.
+A finding is *generic here* when it holds in every instance for every target.
+With 3 instances per target this is descriptive, not a verdict of
+:mod:`mlpsim.claims`; ``mlpsim atlas`` judges the claims over targets and
+every other factor, with tests.
 
-Runtime: about a minute (``--scale`` multiplies steps).
+Runtime: about 2 minutes on 2 cores (``--scale`` multiplies steps).
 Run: ``mlpsim study targets --out out/targets``.
 """
 import numpy as np
 
-from mlpsim import perturb, plots
+from mlpsim import analysis, perturb, plots
 from mlpsim.config import preset
 from mlpsim.data import TARGETS
-from mlpsim.study import obtain_run, save_data, write_json
-from mlpsim.sweep import run_metrics
+from mlpsim.study import save_data, scaled
 
 NAME = "08_targets"
 FINDINGS = ("broadening", "rank_loss", "fragility")
 
 
-def config(target, steps):
+def config(target, steps=15000):
     d_in = 2 if TARGETS[target].d_in == 2 else 1
-    return preset("seed").with_overrides([f"data.target={target}", f"model.widths=[{d_in}, 8, 8, 8, 1]",
-                                          "data.n=2000", f"train.steps={steps}",
-                                          f"train.checkpoint_every={max(1, steps // 20)}", "train.instances=3"])
+    return preset("seed").with_values({"data.target": target, "model.widths": [d_in, 8, 8, 8, 1], "data.n": 2000,
+                                       "train.steps": steps, "train.checkpoint_every": max(1, steps // 20),
+                                       "train.instances": 3})
 
 
-def run_all(out, progress=None, log=print, scale=1.0, targets=tuple(TARGETS), steps=15000) -> dict:
-    steps = max(20, int(round(steps * scale)))
-    runs = {t: obtain_run(config(t, steps), out / "runs" / t, progress, log) for t in targets}
-    return analyse(runs)
+def configs(scale=1.0, targets=tuple(TARGETS)) -> dict:
+    return {t: scaled(config(t), scale) for t in targets}
 
 
 def fragility(run) -> np.ndarray:
@@ -61,29 +58,26 @@ def fragility(run) -> np.ndarray:
 def analyse(runs) -> dict:
     per = {}
     for t, run in runs.items():
-        m = run_metrics(run)
+        m = analysis.run_metrics(run)
         frag = fragility(run)
         per[t] = {**{k: v for k, v in m.items()},
                   "worst_edit_mse_ratio": np.array([f[0] for f in frag]),
                   "findings": {"broadening": bool(np.all(m["variance_ratio"] > 1)),
                                "rank_loss": bool(np.all(m["effective_rank_change"] < 0)),
                                "fragility": bool(all(f[1] for f in frag))}}
-    r = {"per_target": per, "runs": list(runs.values())}
-    r["summary"] = verdict(r)
-    return r
+    return {"per_target": per, "runs": list(runs.values())}
 
 
-def verdict(r) -> dict:
-    per = r["per_target"]
-    generic = [f for f in FINDINGS if all(p["findings"][f] for p in per.values())]
-    exceptions = {f: [t for t, p in per.items() if not p["findings"][f]] for f in FINDINGS}
-    v = "generic" if len(generic) == len(FINDINGS) else "target-dependent"
-    reason = "; ".join(f"{f}: " + ("holds for every target" if not exceptions[f] else
-                                    f"fails for {', '.join(exceptions[f])}") for f in FINDINGS)
-    return {"question": "which findings are generic across targets?", "targets": list(per),
-            "per_target": {t: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in p.items()}
-                           for t, p in per.items()},
-            "generic_findings": generic, "verdict": v, "verdict_reason": reason + "."}
+def notes(results) -> list:
+    per = results["per_target"]
+    lines = []
+    for f in FINDINGS:
+        fails = [t for t, p in per.items() if not p["findings"][f]]
+        lines.append(f"{f}: " + ("holds in every instance of every target" if not fails else
+                                 f"fails for {', '.join(fails)}") + f" ({len(per)} targets, 3 instances each).")
+    lines.append("Per target (broadening / rank loss / fragility): " + "; ".join(
+        f"{t} " + "/".join("yes" if p["findings"][f] else "no" for f in FINDINGS) for t, p in per.items()) + ".")
+    return lines
 
 
 def plot(results, out) -> list:
@@ -108,18 +102,4 @@ def plot(results, out) -> list:
     fig.tight_layout()
     paths = plots.save(fig, out, "fig_targets")
     save_data(out, "fig_targets", targets=np.array(names), **data)
-    s = results["summary"]
-    write_json(out / "summary.json", s)
-    lines = ["# Which findings are generic across targets?", "", f"**Verdict: {s['verdict']}.** {s['verdict_reason']}",
-             "", "| target | broadening | rank loss | fragility |", "| --- | --- | --- | --- |"]
-    for t in names:
-        f = per[t]["findings"]
-        lines.append(f"| {t} | {f['broadening']} | {f['rank_loss']} | {f['fragility']} |")
-    lines += ["", "![targets](fig_targets.png)", ""]
-    (out / "summary.md").write_text("\n".join(lines))
     return paths
-
-
-if __name__ == "__main__":
-    from mlpsim.cli import main
-    raise SystemExit(main(["study", "targets", *__import__("sys").argv[1:]]))

@@ -16,9 +16,9 @@ Figures:
                          position, the fraction of weights that moved by more than
                          10 % of their layer's initial std, next to the loss
 
-``summary.json`` / ``summary.md``: the share of weights that moved, the layer
-and position that changed most, and whether the change is visible (by the
-numbers: more than half of the weights moved by more than the threshold).
+Findings (descriptive): the share of weights that moved, the layer and
+position that changed most, and whether the change is visible by the numbers
+(more than half of the weights moved by more than the threshold).
 
 Runtime: under a minute (the ``mesh`` preset: 3 instances of
 1-8x6-1 with k = 3, 5000 Adam steps), plus a few seconds for the GIF.
@@ -27,18 +27,19 @@ Run: ``mlpsim study mesh --out out/mesh``.
 import numpy as np
 
 from mlpsim import analysis, plots
-from mlpsim.study import obtain_run, save_data, write_json
+from mlpsim.config import preset
+from mlpsim.study import primary, save_data, scaled
 
 NAME = "09_mesh"
-DEFAULT_PRESETS = ("mesh",)
 MOVE_THRESHOLD = 0.1  # in units of the layer's initial weight std
 
 
-def run(config, run_dir, progress=None, log=print) -> dict:
-    return analyse(obtain_run(config, run_dir, progress=progress, log=log))
+def configs(scale=1.0) -> dict:
+    return {"mesh": scaled(preset("mesh"), scale)}
 
 
-def analyse(run) -> dict:
+def analyse(runs) -> dict:
+    run = primary(runs)
     net, P = run.net, run.params
     E, C, _ = P.shape
     steps = np.asarray(run.steps)
@@ -75,6 +76,12 @@ def analyse(run) -> dict:
     return r
 
 
+def notes(results) -> list:
+    s = results["summary"]
+    return [f"Network {s['widths']}, mesh k = {s['mesh_k']}, wrap = {s['mesh_wrap']}. "
+            + ("Training is visible. " if s["visible"] else "Training is hardly visible. ") + s["reason"]]
+
+
 def summarize(r) -> dict:
     net = r["run"].net
     final = r["per_position"][:, -1]  # (E, L, w)
@@ -91,8 +98,8 @@ def summarize(r) -> dict:
             "distance_per_layer_final": layer_change, "layer_with_most_change": top_layer + 1,
             "hidden_position_with_most_change": top_position,
             "final_loss": r["loss"][:, -1],
-            "visible": visible, "verdict": "visible" if visible else "hardly visible",
-            "verdict_reason": (f"{100 * np.mean(share):.0f}% of the weights (mean over instances) moved by more than "
+            "visible": visible,
+            "reason": (f"{100 * np.mean(share):.0f}% of the weights (mean over instances) moved by more than "
                                f"{MOVE_THRESHOLD} of their layer's initial std; layer {top_layer + 1} changed most, "
                                f"and among hidden neurons position {top_position}. "
                                + ("Training is visible in the pictures." if visible else
@@ -101,7 +108,7 @@ def summarize(r) -> dict:
 
 def plot(results, out) -> list:
     r = results
-    run, net = r["run"], r["run"].net
+    net = r["run"].net
     steps, p0 = r["steps"], r["trajectory0"]
     paths = []
     vmax = float(np.max(np.abs(p0)))
@@ -166,18 +173,4 @@ def plot(results, out) -> list:
     paths += plots.save(fig, out, "fig_mesh_where")
     save_data(out, "fig_mesh_where", steps=steps, per_position=r["per_position"], distance_per_layer=d,
               moved=r["moved"], loss=r["loss"])
-    write_json(out / "summary.json", r["summary"])
-    s = r["summary"]
-    (out / "summary.md").write_text("\n".join([
-        "# Can one visually see training in a mesh network?", "",
-        f"Network {s['widths']}, k = {s['mesh_k']}, wrap = {s['mesh_wrap']}; run `{s['run_dir']}`.", "",
-        f"**{'Yes' if s['visible'] else 'Hardly'}.** {s['verdict_reason']}", "",
-        "![frames](fig_mesh_frames.png)", "", "![change](fig_mesh_change.png)", "",
-        "![animation](mesh_training.gif)", "", "![activations](fig_mesh_activations.png)", "",
-        "![where](fig_mesh_where.png)", ""]))
     return paths
-
-
-if __name__ == "__main__":
-    from mlpsim.cli import main
-    raise SystemExit(main(["study", "mesh", *__import__("sys").argv[1:]]))

@@ -1,6 +1,5 @@
 """The mlpsim command line, run as a user would."""
 import json
-import os
 import subprocess
 import sys
 

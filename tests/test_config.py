@@ -26,10 +26,9 @@ def test_schedule_rules():
 
 
 def test_toml_round_trip(tmp_path):
-    from mlpsim.cli import toml_dumps
     c = preset("seed").with_overrides(["model.widths=[1, 32, 32, 1]", "train.optimizer=gd", "train.lr=0.01"])
     p = tmp_path / "c.toml"
-    p.write_text(toml_dumps(c.to_dict()))
+    p.write_text(c.to_toml())
     assert Config.from_toml(p) == c
     assert Config.from_dict(json.loads(c.to_json())) == c
     assert c.sha256() == Config.from_toml(p).sha256() != preset("seed").sha256()

@@ -1,12 +1,10 @@
 """Alignment, network distances, correlation-vs-distance fits, and the correlation study."""
-import json
 
 import numpy as np
 import pytest
 
 import mlpsim
 from mlpsim import analysis
-from mlpsim.study import study_module
 
 
 def permuted_copy(net, theta, seed):
@@ -88,20 +86,6 @@ def test_input_pair_correlation_of_identical_inputs_is_one():
     theta = net.init(seed=0)
     x = np.linspace(-2, 2, 20)[:, None]
     np.testing.assert_allclose(analysis.input_pair_correlation(net, theta, x, x), 1.0)
-
-
-def test_correlation_study_smoke(tmp_path):
-    study = study_module("04_correlations")
-    results = study.run_all(tmp_path, progress=False, log=lambda *a: None, depths=(2, 3), instances=8, steps=60)
-    study.plot(results, tmp_path)
-    s = json.loads((tmp_path / "summary.json").read_text())
-    for key in ("decay_length", "best_fit", "verdict", "verdict_reason"):
-        assert key in s
-    assert "ci" in s["decay_length"] and s["depths"] == [2, 3]
-    for name in ("fig_corr_vs_distance", "fig_corr_heatmap"):
-        assert (tmp_path / f"{name}.png").stat().st_size > 1000
-        assert (tmp_path / f"{name}.npz").exists()
-    assert (tmp_path / "depth_3" / "run" / "params.npy").exists()
 
 
 def test_pair_categories_by_hand():

@@ -64,7 +64,6 @@ def test_mesh_study_smoke(tmp_path):
         assert (out / f"{name}.png").stat().st_size > 1000
     assert (out / "mesh_training.gif").stat().st_size > 1000
     s = json.loads((out / "summary.json").read_text())
-    assert s["mesh_k"] == 3 and len(s["share_of_weights_moved"]) == 3
-    assert all(0 <= v <= 1 for v in s["share_of_weights_moved"])
-    run = mlpsim.load_run(out / "run")
+    assert s["verdicts"] == [] and "mesh k = 3" in s["notes"][0] and "% of the weights" in s["notes"][0]
+    run = mlpsim.load_run(out / "runs" / "mesh")
     assert run.net.masks[2] is not None and np.all(run.net.view(run.params, "W3")[..., run.net.masks[2] == 0] == 0)

@@ -1,7 +1,6 @@
-"""Smoke tests of the studies on the tiny preset, and their bad input."""
+"""The studies, run as a user would: files written, verdicts through mlpsim.claims, runs reused, bad input."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,18 +9,18 @@ import numpy as np
 import pytest
 
 import mlpsim
+from mlpsim import claims
 from mlpsim.cli import main
 
 FIGURES = ["fig1_histograms", "fig2_density", "fig3_surface", "fig4_variance", "fig5_per_layer",
            "fig6_normalized", "fig7_trajectories", "fig8_tails", "fig9_loss"]
-SUMMARY_FIELDS = ["variance_ratio", "variance_ratio_by_layer", "kurtosis_initial", "kurtosis_final",
-                  "max_over_std_initial", "max_over_std_final", "verdict", "verdict_reason"]
+TINY16 = ["--preset", "tiny", "--set", "train.instances=16"]
 
 
 @pytest.fixture(scope="module")
 def seed_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "seed"
-    assert main(["study", "seed", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
+    assert main(["study", "seed", *TINY16, "--out", str(out), "--no-progress"]) == 0
     return out
 
 
@@ -33,40 +32,55 @@ def test_seed_study_writes_every_promised_file(seed_study):
     for name in ["summary.json", "summary.md", "meta.json"]:
         assert (out / name).stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text())
-    for field in SUMMARY_FIELDS:
-        assert field in summary, field
-    assert summary["verdict"] in ("supported", "contradicted", "inconclusive")
-    assert len(summary["variance_ratio"]) == 3 and len(summary["variance_ratio_by_layer"]) == 4
-    assert all(len(v) == 3 for v in summary["variance_ratio_by_layer"])
+    assert [v["claim"] for v in summary["verdicts"]] == ["broadening", "longer_tails"]
+    assert all(v["label"] == "tiny" and v["n_instances"] == 16 for v in summary["verdicts"])
     meta = json.loads((out / "meta.json").read_text())
-    assert Path(meta["run_dir"]) == (out / "run").resolve()
-    assert meta["config"] == mlpsim.preset("tiny").to_dict() and "numba" in meta["versions"]
-    assert "fig2_density.png" in (out / "summary.md").read_text()
+    run_dir = Path(meta["runs"]["tiny"]["run_dir"])
+    assert (out / "runs" / "tiny").resolve() == run_dir
+    assert run_dir.parent == Path(os.environ["MLPSIM_RUNS"]).resolve()
+    assert meta["runs"]["tiny"]["config"] == mlpsim.preset("tiny").with_values({"train.instances": 16}).to_dict()
+    assert "numba" in meta["versions"]
+    md = (out / "summary.md").read_text()
+    assert "fig2_density.png" in md and "### broadening (tiny)" in md and "| W2 | variance |" in md
 
 
-def test_summary_numbers_match_the_run(seed_study):
+def test_the_study_reports_the_claims_engine_verdict(seed_study):
+    """The study does not re-decide: its verdict is mlpsim.claims.evaluate on the same run."""
     summary = json.loads((seed_study / "summary.json").read_text())
-    run = mlpsim.load_run(seed_study / "run")
-    p = run.params
-    ratio = p[:, -1].var(axis=-1, ddof=1) / p[:, 0].var(axis=-1, ddof=1)
-    assert summary["variance_ratio"] == pytest.approx(list(ratio), rel=1e-12)
-    w2 = run.net.view(p, "W2").reshape(3, p.shape[1], -1)
-    assert summary["variance_ratio_by_layer"][1] == pytest.approx(
-        list(w2[:, -1].var(axis=-1) / w2[:, 0].var(axis=-1)), rel=1e-12)
+    run = mlpsim.load_run((seed_study / "runs" / "tiny").resolve())
+    for v in summary["verdicts"]:
+        direct = claims.evaluate(v["claim"], run).to_dict()
+        assert {k: x for k, x in v.items() if k != "label"} == {k: x for k, x in direct.items() if k != "label"}
+    # and the numbers in its table are the run's
+    W2 = run.net.view(np.asarray(run.params), "W2").reshape(16, run.params.shape[1], -1)
+    row = next(r for r in summary["verdicts"][0]["layers"] if r["layer"] == "W2")
+    assert row["initial"] == pytest.approx(np.median(W2[:, 0].var(axis=-1, ddof=1)), rel=1e-12)
+    assert row["final"] == pytest.approx(np.median(W2[:, -1].var(axis=-1, ddof=1)), rel=1e-12)
 
 
 def test_second_invocation_reuses_the_run(seed_study, capsys):
-    stamp = (seed_study / "run" / "params.npy").stat().st_mtime_ns
-    assert main(["study", "seed", "--preset", "tiny", "--out", str(seed_study), "--no-progress"]) == 0
+    stamp = (seed_study / "runs" / "tiny" / "params.npy").stat().st_mtime_ns
+    assert main(["study", "seed", *TINY16, "--out", str(seed_study), "--no-progress"]) == 0
     assert "reusing the finished run" in capsys.readouterr().out
-    assert (seed_study / "run" / "params.npy").stat().st_mtime_ns == stamp
+    assert (seed_study / "runs" / "tiny" / "params.npy").stat().st_mtime_ns == stamp
+
+
+def test_another_study_reuses_the_same_run(seed_study, tmp_path, capsys):
+    """Runs are found by their configuration's hash: the rank study needs no training here."""
+    assert main(["study", "rank", *TINY16, "--out", str(tmp_path / "rank"), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "reusing the finished run" in text and "training into" not in text
+    assert (tmp_path / "rank" / "runs" / "tiny").resolve() == (seed_study / "runs" / "tiny").resolve()
+    assert "rank_decrease:" in text
 
 
 def test_distribution_study_on_an_existing_run(seed_study, tmp_path):
     out = tmp_path / "dist"
-    assert main(["study", "distribution", "--run", str(seed_study / "run"), "--out", str(out)]) == 0
+    run_dir = (seed_study / "runs" / "tiny").resolve()
+    assert main(["study", "distribution", "--run", str(run_dir), "--out", str(out)]) == 0
     assert (out / "fig8_tails.png").exists() and not (out / "fig1_histograms.png").exists()
-    assert json.loads((out / "meta.json").read_text())["run_dir"] == str((seed_study / "run").resolve())
+    meta = json.loads((out / "meta.json").read_text())
+    assert [r["run_dir"] for r in meta["runs"].values()] == [str(run_dir)]
 
 
 def test_study_bad_input(tmp_path, capsys):
@@ -81,41 +95,59 @@ def test_study_bad_input(tmp_path, capsys):
     assert main(["study", "distribution", "--run", str(tmp_path / "r")]) == 2
     assert "running" in capsys.readouterr().err
     assert main(["study", "distribution", "--run", str(tmp_path / "r"), "--preset", "seed"]) == 2
+    assert main(["study", "seed", "--scale", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--scale" in capsys.readouterr().err
     assert main(["study", "--list"]) == 0
-    assert "distribution" in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert "distribution" in listing and "minutes" in listing
 
 
 def test_study_runs_from_any_directory_with_the_installed_cli(tmp_path):
     """The installed console script finds the studies without the source tree on the path."""
-    exe = Path(sys.executable).parent / "mlpsim"
-    exe = str(exe) if exe.exists() else shutil.which("mlpsim")
+    from test_cli import console_script
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([exe, "study", "--list"], cwd=tmp_path, capture_output=True, text=True,
+    proc = subprocess.run([console_script(), "study", "--list"], cwd=tmp_path, capture_output=True, text=True,
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "seed" in proc.stdout and "02_weight_distribution" in proc.stdout
+    assert "seed" in proc.stdout and "perturbation" in proc.stdout
     proc = subprocess.run([sys.executable, "-c", "import mlpsim.study as s; "
                            "print(s.study_module('02_weight_distribution').NAME)"],
                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
     assert proc.stdout.strip() == "02_weight_distribution", proc.stderr
 
 
+def test_studies_leave_out_diverged_instances(tmp_path, capsys):
+    net = mlpsim.MLP([1, 8, 8, 8, 1])
+    thetas = np.stack([net.init(seed=s) for s in range(17)])
+    thetas[1] *= 1e160  # diverges at once
+    cfg = mlpsim.preset("tiny").with_values({"train.on_divergence": "continue", "train.instances": 17})
+    mlpsim.train(cfg, tmp_path / "r", init_params=thetas, progress=False)
+    assert main(["study", "distribution", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "d")]) == 0
+    assert "leaving out diverged instance(s) 1 of" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert all(v["n_instances"] == 16 for v in summary["verdicts"])
+    meta = json.loads((tmp_path / "d" / "meta.json").read_text())
+    assert meta["runs"]["r"]["instances"] == [0] + list(range(2, 17))
+
+
+def test_verdict_table_from_study_outputs(seed_study, capsys):
+    assert main(["verdict", "--table", str(seed_study)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("| claim | on | status |") and "| broadening | tiny, seed |" in table
+    readme = seed_study.parent / "README.md"
+    readme.write_text("# x\n\n<!-- verdicts:start -->\nold\n<!-- verdicts:end -->\n\nrest\n")
+    assert main(["verdict", "--table", str(seed_study), "--into", str(readme)]) == 0
+    text = readme.read_text()
+    assert table.strip() in text and "old" not in text and text.endswith("rest\n")
+    assert main(["verdict", "--table", str(seed_study / "runs")]) == 2  # not a study output
+
+
 @pytest.mark.slow
 def test_full_seed_study(tmp_path):
-    """The README's main job at full scale (about a minute): every figure and a verdict."""
+    """The README's main job at full scale (a few minutes): every figure and the verdicts."""
     out = tmp_path / "seed"
     assert main(["study", "seed", "--out", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["variance_ratio"]) == 5 and summary["steps_final"] == 15000
-    assert all(v > 1 for v in summary["variance_ratio"])  # the seed run broadens
-
-
-def test_studies_leave_out_diverged_instances(tmp_path, capsys):
-    net = mlpsim.MLP([1, 8, 8, 8, 1])
-    thetas = np.stack([net.init(seed=s) for s in range(3)])
-    thetas[1] *= 1e160  # diverges at once
-    cfg = mlpsim.preset("tiny").with_overrides(["train.on_divergence=continue"])
-    mlpsim.train(cfg, tmp_path / "r", init_params=thetas, progress=False)
-    assert main(["study", "distribution", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "d")]) == 0
-    assert "leaving out diverged instance(s) [1]" in capsys.readouterr().out
-    assert len(json.loads((tmp_path / "d" / "summary.json").read_text())["variance_ratio"]) == 2
+    status = {(v["claim"], v["label"]): v["status"] for v in summary["verdicts"]}
+    assert status[("broadening", "float64")] == status[("broadening", "float32")] == "supported"
+    assert all(v["n_instances"] == 20 for v in summary["verdicts"])

@@ -85,10 +85,10 @@ def test_sweep_killed_midway_then_restarted(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers
     proc.wait()
     manifests = [json.loads(p.read_text()) for p in out.glob("runs/*/manifest.json")]
-    assert manifests and not all(m["status"] == "complete" for m in manifests) or len(manifests) < 8
+    assert manifests and (not all(m["status"] == "complete" for m in manifests) or len(manifests) < 8)
     rows = run_sweep(path, out, workers=2, log=lambda *a: None)
     assert len(rows) == 8 and all(r["status"] == "complete" for r in rows)
-    fresh = run_sweep(path, tmp_path / "fresh", workers=2, log=lambda *a: None)
+    run_sweep(path, tmp_path / "fresh", workers=2, log=lambda *a: None)
     for a, b in zip(sorted(out.glob("runs/*/params.npy")), sorted((tmp_path / "fresh").glob("runs/*/params.npy"))):
         assert a.parent.name == b.parent.name and np.array_equal(np.load(a), np.load(b))
 

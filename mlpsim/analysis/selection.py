@@ -43,5 +43,5 @@ def select(net: MLP, which="all") -> np.ndarray:
     names = [e.name for e in net.layout]
     if which in names:
         return np.arange(net.entry(which).offset, net.entry(which).offset + net.entry(which).size)
-    from ..model import unknown_name_message
+    from ..errors import unknown_name_message
     raise ValueError(unknown_name_message("selection", which, selection_names(net)))

@@ -31,7 +31,7 @@ def normalize(params, net: MLP, mode: str = "raw") -> np.ndarray:
     Returns a new float64 array of the shape of ``params``.
     """
     if mode not in NORMALIZATIONS:
-        from ..model import unknown_name_message
+        from ..errors import unknown_name_message
         raise ValueError(unknown_name_message("normalization", mode, NORMALIZATIONS))
     p = np.array(params, dtype=np.float64)
     if p.ndim != 3 or p.shape[-1] != net.n_params:

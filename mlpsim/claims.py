@@ -1,0 +1,973 @@
+"""Claims: every claim of the seed notebook, stated, measured and judged in one place.
+
+A claim is a sentence about trained networks ("as the network trains, the
+variance of its weights grows"). Judging it takes four things, all written
+down here once: the *measure* (a number per weight matrix and instance), the
+*null* (what the measure does when the claim is false, as a distribution of
+many seeded draws where one is needed), the *test* (how instances are
+combined, at a stated level) and the *decision rule* (how p-values and effect
+sizes become a status). Studies, the CLI and the atlas call
+:func:`evaluate`; none of them re-decides.
+
+The decision, for every claim judged per weight matrix
+-----------------------------------------------------
+1. **Per weight matrix, weights only.** Biases are left out; a matrix is
+   judged only where the measure is defined (enough entries, enough rows).
+2. **Per instance, then across instances.** Each instance gives one value of
+   the measure at initialization and at the end. Across instances an exact
+   test gives one-sided p-values in both directions: the *sign test* on the
+   change (its level is exact whatever the distribution), and, where the
+   claim has a randomized null, the *count test*: how many instances lie
+   beyond their own null's 5 % tail, against Binomial(n, 0.05)
+   (:func:`mlpsim.stats.count_test`).
+3. **Holm** over every (matrix, measure) test of the claim, at level
+   :data:`LEVEL` (two-sided p = 2 min(p_up, p_down)).
+4. **Effect size.** A matrix *holds* when its adjusted p < LEVEL, its effect
+   points the claim's way and its size reaches the claim's ``min_effect``; it
+   is *reversed* when the same holds the other way; else *no evidence*.
+5. **The network.** ``supported`` when the claim holds in more than half of
+   the judged matrices, ``contradicted`` when it is reversed in more than
+   half, else ``inconclusive``; the summary names the matrices each way.
+   The verdict's p-value is the adjusted p-value at which a majority of
+   matrices would hold (the majority-th smallest, in the verdict's direction).
+6. **Stability.** The status is recomputed on two disjoint halves of the
+   instances (even and odd positions) and with a second seed for the
+   randomized nulls. A status that changes becomes ``inconclusive`` and the
+   reason says which check moved it.
+
+:func:`evaluate` returns a :class:`Verdict`, a frozen record. Claims about
+the whole function (``edit_robustness``) and about pairs of weights
+(``correlation_decay``) follow the same steps with the units their
+statements name; their docstrings say how.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import analysis, stats
+from .errors import ClaimError, unknown_name_message
+from .model import MLP
+from .store import to_jsonable
+
+#: Family-wise level of every verdict.
+LEVEL = 0.05
+#: Per-instance level of the count test (share of instances beyond their null's tail).
+ALPHA_INSTANCE = 0.05
+STATUSES = ("supported", "contradicted", "inconclusive")
+
+
+# ----------------------------------------------------------------- records
+@dataclass(frozen=True)
+class Verdict:
+    """The judged claim: a record, never a loose string.
+
+    Attributes
+    ----------
+    claim : str
+        Registry name, e.g. ``"rank_decrease"``.
+    statement : str
+        The claim in words.
+    status : {"supported", "contradicted", "inconclusive"}
+    effect : float
+        Headline effect size (``effect_name`` says what it is), with a
+        ``ci`` (low, high) at 95 %.
+    p_value : float
+        The p-value that decided (see the module docstring); ``test`` names it.
+    n_instances : int
+        Instances judged (diverged ones are left out).
+    layers : tuple of dict
+        The tidy per-matrix table: one row per (layer, measure) with the
+        medians at init and end, the effect and its interval, raw and
+        Holm-adjusted p-values, the direction and the row's status.
+    reason : str
+        Why, in words, with the numbers.
+    stability : dict
+        Status on each half of the instances and with the second seed.
+    seeds : dict
+        Seeds of the randomized nulls (and of the run, when known).
+    """
+
+    claim: str
+    statement: str
+    status: str
+    effect: float
+    effect_name: str
+    ci: tuple
+    p_value: float
+    test: str
+    n_instances: int
+    layers: tuple
+    reason: str
+    stability: dict
+    seeds: dict
+    level: float = LEVEL
+    source: str = ""
+    options: dict = field(default_factory=dict)
+    label: str = ""  # what was judged, e.g. "seed network, float32" (set by studies and the atlas)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-compatible dict (NaN becomes None)."""
+        return to_jsonable({k: getattr(self, k) for k in self.__dataclass_fields__})
+
+    def headline(self) -> str:
+        """One line: status, effect with interval, p-value, n."""
+        return (f"{self.claim}: {self.status} ({self.effect_name} {fmt(self.effect)} "
+                f"[{fmt(self.ci[0])}, {fmt(self.ci[1])}], {p_text(self.p_value)}, "
+                f"n = {self.n_instances})")
+
+
+@dataclass
+class Row:
+    """One (layer, measure) hypothesis of a claim, with per-instance values."""
+
+    layer: str
+    measure: str
+    initial: np.ndarray           # (E,) the measure at initialization
+    final: np.ndarray             # (E,) at the judged checkpoint
+    effect: np.ndarray            # (E,) per-instance effect (claim's units)
+    p_up: np.ndarray = None       # (E,) per-instance one-sided null p-values, if a null exists
+    p_down: np.ndarray = None
+    judged: bool = True
+    note: str = ""
+    indicator: np.ndarray = None  # (E,) 0/1 per instance, for claims that count events
+    boot: np.ndarray = None       # bootstrap replicates of an ensemble-level effect
+    # filled in by the judge
+    p_up_all: float = math.nan
+    p_down_all: float = math.nan
+    p_holm: float = math.nan
+    direction: str = ""
+    status: str = ""
+    k: int = 0
+
+    def subset(self, idx) -> "Row":
+        pick = (lambda a: None if a is None else np.asarray(a)[idx])
+        return Row(self.layer, self.measure, pick(self.initial), pick(self.final), pick(self.effect),
+                   pick(self.p_up), pick(self.p_down), self.judged, self.note, pick(self.indicator))
+
+    def table_row(self, scale=None) -> dict:
+        e = self.effect[np.isfinite(self.effect)]
+        lo, hi = stats.median_ci(e) if e.size else (math.nan, math.nan)
+        show = scale or (lambda v: v)
+        return {"layer": self.layer, "measure": self.measure, "n": int(e.size),
+                "initial": _median(self.initial), "final": _median(self.final),
+                "effect": show(_median(self.effect)), "ci_low": show(lo), "ci_high": show(hi),
+                "p_up": self.p_up_all, "p_down": self.p_down_all, "p_holm": self.p_holm,
+                "direction": self.direction, "instances_in_direction": self.k,
+                "status": self.status if self.judged else "not judged", "note": self.note}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A registered claim: its words, measure, null, test and decision rule."""
+
+    name: str
+    statement: str
+    measure: str
+    null: str
+    test: str
+    rule: str
+    reference: str
+    min_instances: int
+    direction: str                 # "up" or "down": which change supports the claim
+    min_effect: float
+    effect_name: str
+    measure_rows: Callable         # (Trajectory, seed, **options) -> list[Row]
+    judge: Callable                # (rows, claim, level) -> dict(status, p_value, reason[, effect, ci, table])
+    test_kind: str = "sign"        # how instances combine: "sign", "count" or "sign_and_count_down"
+    randomized: bool = True        # does a second seed change the null draws?
+    display: Callable = None       # per-instance effect -> shown effect (e.g. exp of a log ratio)
+
+
+CLAIMS: dict = {}
+
+
+def register(claim: Claim) -> Claim:
+    CLAIMS[claim.name] = claim
+    return claim
+
+
+def claim_names() -> list:
+    return list(CLAIMS)
+
+
+def describe(name: str) -> str:
+    """The claim's statement, measure, null, test, decision rule and reference, as text."""
+    c = get_claim(name)
+    return (f"{c.name}: {c.statement}\n  measure: {c.measure}\n  null: {c.null}\n  test: {c.test}\n"
+            f"  decision: {c.rule}\n  minimum instances: {c.min_instances}\n  follows: {c.reference}")
+
+
+def get_claim(name: str) -> Claim:
+    if name not in CLAIMS:
+        raise ClaimError(unknown_name_message("claim", name, CLAIMS))
+    return CLAIMS[name]
+
+
+# ----------------------------------------------------------------- inputs
+@dataclass
+class Trajectory:
+    """What a claim needs: the network, the parameters at init and at the judged
+    checkpoint, and (for claims about the function) the training data.
+
+    Build one from a run with :func:`as_trajectory`, or directly for planted
+    data: ``Trajectory(net, params)`` with ``params`` (E, 2, P).
+    """
+
+    net: MLP
+    params: np.ndarray            # (E, 2, P): initialization and judged checkpoint
+    x: np.ndarray = None
+    y: np.ndarray = None
+    source: str = "arrays"
+    instances: np.ndarray = None  # indices into the run's instances
+    train_config: object = None
+
+    def __post_init__(self):
+        p = np.asarray(self.params, dtype=np.float64)
+        if p.ndim != 3 or p.shape[1] != 2 or p.shape[2] != self.net.n_params:
+            raise ClaimError(f"a claim needs parameters (instances, 2, {self.net.n_params}) "
+                             f"(initial and judged checkpoint), got shape {p.shape}")
+        if not np.all(np.isfinite(p)):
+            raise ClaimError("the parameters contain NaN or Inf (diverged instances?)")
+        self.params = p
+        if self.instances is None:
+            self.instances = np.arange(p.shape[0])
+
+    @property
+    def n_instances(self) -> int:
+        return self.params.shape[0]
+
+    def subset(self, idx) -> "Trajectory":
+        idx = np.asarray(idx)
+        return Trajectory(self.net, self.params[idx], self.x, self.y, self.source,
+                          np.asarray(self.instances)[idx], self.train_config)
+
+
+def as_trajectory(run, checkpoint: int = -1) -> Trajectory:
+    """The :class:`Trajectory` of a run directory (or a :class:`Trajectory` unchanged).
+
+    Refuses runs that are not complete (their last checkpoint is not the end
+    of training) and leaves out instances that diverged.
+    """
+    if isinstance(run, Trajectory):
+        return run
+    manifest = getattr(run, "manifest", None)
+    if manifest is None or not hasattr(run, "params"):
+        raise ClaimError(f"claims judge a run directory (mlpsim.load_run) or a claims.Trajectory, got {run!r}")
+    status = manifest.get("status")
+    if status != "complete":
+        reason = manifest.get("reason") or ""
+        raise ClaimError(f"run {str(run.path)!r} is {status}" + (f" ({reason})" if reason else "")
+                         + f": {manifest.get('checkpoints_written')} of {manifest.get('checkpoints_total')} "
+                         "checkpoints; claims judge finished runs only")
+    healthy = run.healthy_instances()
+    C = run.params.shape[1]
+    if not -C <= checkpoint < C:
+        raise ClaimError(f"checkpoint {checkpoint} does not exist; the run has {C} checkpoints")
+    if healthy.size == 0:
+        raise ClaimError(f"run {str(run.path)!r}: every instance diverged; nothing to judge")
+    params = np.asarray(run.params[healthy][:, [0, checkpoint % C]], dtype=np.float64)
+    x, y = run.data()
+    return Trajectory(run.net, params, x, y, source=str(run.path), instances=healthy,
+                      train_config=run.config.train)
+
+
+# ----------------------------------------------------------------- helpers
+def fmt(v, digits: int = 3) -> str:
+    """A number for prose: 3 significant digits, no reprs."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    v = float(v)
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}"
+
+
+def fmt_p(p) -> str:
+    """A p-value for a table cell: ``< 1e-6``, ``0.0032``, ``0.041``."""
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return "< 1e-6" if p < 1e-6 else (f"{p:.2g}" if p < 0.01 else f"{p:.3f}")
+
+
+def p_text(p, name: str = "p") -> str:
+    """A p-value for prose: ``p < 1e-6`` or ``p = 0.041``."""
+    text = fmt_p(p)
+    return f"{name} {text}" if text.startswith("<") else f"{name} = {text}"
+
+
+def _median(v) -> float:
+    v = np.asarray(v, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else math.nan
+
+
+def weight_layers(net: MLP):
+    """(name, layout entry, flat indices of the present weights) for each weight matrix."""
+    out = []
+    for e in net.layout:
+        if e.kind == "weight":
+            present = np.flatnonzero(net.free[e.slice]) + e.offset
+            out.append((e.name, e, present))
+    return out
+
+
+def excess_kurtosis(v) -> np.ndarray:
+    """m4 / m2^2 - 3 along the last axis (the project's definition; population moments)."""
+    v = np.asarray(v, dtype=np.float64)
+    d = v - v.mean(axis=-1, keepdims=True)
+    m2 = (d ** 2).mean(axis=-1)
+    m4 = (d ** 4).mean(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return m4 / m2 ** 2 - 3.0
+
+
+def _rng(seed: int, *key) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key)))
+
+
+# ----------------------------------------------------------------- the generic judge
+def _row_tests(row: Row, test: str):
+    """Fill ``p_up_all``, ``p_down_all`` and ``k`` of a row from its per-instance values."""
+    eff = row.effect[np.isfinite(row.effect)]
+    up, down = stats.sign_test(eff, "greater"), stats.sign_test(eff, "less")
+    if test == "sign":
+        row.p_up_all, row.p_down_all = up["p"], down["p"]
+        row.k = max(up["k"], down["k"])
+    elif test == "count":
+        cu, cd = stats.count_test(row.p_up, ALPHA_INSTANCE), stats.count_test(row.p_down, ALPHA_INSTANCE)
+        row.p_up_all, row.p_down_all = cu["p"], cd["p"]
+        row.k = max(cu["k"], cd["k"])
+    elif test == "sign_and_count_down":
+        # down needs both: a fall from init (sign test) and a value below the instance's own
+        # null (count test); an intersection-union test, so its p-value is the larger one.
+        cd = stats.count_test(row.p_down, ALPHA_INSTANCE)
+        row.p_down_all = max(down["p"], cd["p"])
+        row.p_up_all = up["p"]
+        row.k = min(down["k"], cd["k"]) if row.p_down_all <= row.p_up_all else up["k"]
+    else:
+        raise ValueError(f"unknown test {test!r}")
+
+
+def judge_layers(rows: list, claim: Claim, level: float) -> dict:
+    """The per-matrix majority rule of the module docstring; returns status and p-value."""
+    judged = [r for r in rows if r.judged]
+    for r in judged:
+        _row_tests(r, claim.test_kind)
+    p_two = [min(1.0, 2.0 * min(r.p_up_all, r.p_down_all)) for r in judged]
+    for r, a in zip(judged, stats.holm(p_two)):
+        r.p_holm = float(a)
+        med = _median(r.effect)
+        r.direction = ("up" if r.p_up_all < r.p_down_all else "down" if r.p_down_all < r.p_up_all
+                       else ("up" if med > 0 else "down" if med < 0 else "none"))
+        big = math.isfinite(med) and abs(med) >= claim.min_effect and np.sign(med) == (1 if r.direction == "up" else -1)
+        if r.p_holm < level and big:
+            r.status = "holds" if r.direction == claim.direction else "reversed"
+        else:
+            r.status = "no evidence"
+    layers = []
+    for name in dict.fromkeys(r.layer for r in judged):
+        st = {r.status for r in judged if r.layer == name}
+        layer_status = ("holds" if "holds" in st and "reversed" not in st else
+                        "reversed" if "reversed" in st and "holds" not in st else
+                        "mixed" if "holds" in st else "no evidence")
+        p_for = min((r.p_holm if r.direction == claim.direction else 1.0) for r in judged if r.layer == name)
+        p_against = min((r.p_holm if r.direction not in (claim.direction, "none") else 1.0)
+                        for r in judged if r.layer == name)
+        layers.append({"layer": name, "status": layer_status, "p_for": p_for, "p_against": p_against})
+    J = len(layers)
+    holds = [l["layer"] for l in layers if l["status"] == "holds"]
+    reversed_ = [l["layer"] for l in layers if l["status"] == "reversed"]
+    majority = J // 2 + 1
+    if J == 0:
+        status = "inconclusive"
+    elif len(holds) >= majority:
+        status = "supported"
+    elif len(reversed_) >= majority:
+        status = "contradicted"
+    else:
+        status = "inconclusive"
+    key = "p_against" if status == "contradicted" else "p_for"
+    ps = sorted(l[key] for l in layers)
+    p_value = float(ps[majority - 1]) if J else math.nan
+    return {"status": status, "p_value": p_value, "layers": layers, "holds": holds, "reversed": reversed_,
+            "judged": J, "majority": majority}
+
+
+def _headline_effect(rows: list, claim: Claim, seed: int) -> tuple:
+    """Median over judged matrices of each matrix's median effect, with a bootstrap
+    interval over instances (instances resampled jointly across matrices)."""
+    primary = [r for r in rows if r.judged and r.measure == rows[0].measure]
+    if not primary:
+        return math.nan, (math.nan, math.nan)
+    M = np.stack([r.effect for r in primary], axis=1)  # (E, matrices)
+
+    def stat(m):
+        with np.errstate(all="ignore"):
+            return float(np.nanmedian(np.nanmedian(m, axis=0)))
+    eff = stat(M)
+    lo, hi = stats.bootstrap_ci(M, stat, n_boot=1000, seed=seed)
+    show = claim.display or (lambda v: v)
+    return show(eff), (show(lo), show(hi))
+
+
+# ----------------------------------------------------------------- evaluate
+def evaluate(name: str, run, *, level: float = LEVEL, seed: int = 0, checkpoint: int = -1,
+             stability: bool = True, **options) -> Verdict:
+    """Judge claim ``name`` on a run (or a :class:`Trajectory`).
+
+    Parameters
+    ----------
+    name : str
+        A registered claim (:func:`claim_names`).
+    run : Run or Trajectory
+        A complete run directory opened with :func:`mlpsim.load_run`;
+        diverged instances are left out.
+    level : float
+        Family-wise level of the verdict (default 0.05).
+    seed : int
+        Seed of the randomized nulls; the stability check also uses ``seed + 1``.
+    checkpoint : int
+        The checkpoint judged as "trained" (default the last).
+    stability : bool
+        Recompute the status on two halves of the instances and with a second
+        null seed; a status that changes becomes ``inconclusive``.
+    **options
+        Claim-specific (see each claim's docstring), e.g. ``n_null``.
+
+    Raises
+    ------
+    ClaimError
+        Unknown claim (the message lists the known ones), a run that is not
+        complete, or unusable parameters.
+    """
+    claim = get_claim(name)
+    if not (0 < level < 1):
+        raise ClaimError(f"level must lie in (0, 1), got {level!r}")
+    traj = as_trajectory(run, checkpoint)
+    E = traj.n_instances
+    source = traj.source
+    seeds = {"null": int(seed), "stability_null": int(seed) + 1}
+    if traj.train_config is not None:
+        seeds["run_train_seed"] = int(traj.train_config.seed)
+    if E < claim.min_instances:
+        return Verdict(claim.name, claim.statement, "inconclusive", math.nan, claim.effect_name,
+                       (math.nan, math.nan), math.nan, claim.test, E, (),
+                       f"{E} instance(s) judged, but this claim's test needs at least {claim.min_instances} "
+                       f"(each half of the stability check must be able to reach p < {level:g} after the "
+                       f"correction over matrices): inconclusive by design. Train more instances "
+                       f"(e.g. --set train.instances=20).", {}, seeds, level, source, dict(options))
+    rows = claim.measure_rows(traj, seed=seed, **options)
+    result = claim.judge(rows, claim, level)
+    if "effect" in result:
+        effect, ci = result["effect"], result["ci"]
+    else:
+        effect, ci = _headline_effect(rows, claim, seed)
+    status = result["status"]
+    stab = {}
+    if stability:
+        halves = [np.arange(0, E, 2), np.arange(1, E, 2)]
+        for label, idx in zip(("first half", "second half"), halves):
+            if result.get("ensemble"):
+                sub_rows = claim.measure_rows(traj.subset(idx), seed=seed, **options)
+            else:
+                sub_rows = [r.subset(idx) for r in rows]
+            stab[label] = claim.judge(sub_rows, claim, level)["status"]
+        if claim.randomized:
+            stab["second seed"] = claim.judge(claim.measure_rows(traj, seed=seed + 1, **options),
+                                              claim, level)["status"]
+    flips = {k: v for k, v in stab.items() if v != status}
+    reason = result["reason"]
+    if flips and status != "inconclusive":
+        reason += (" Not stable: " + "; ".join(f"the {k} gives {v}" for k, v in flips.items())
+                   + f", so the verdict is inconclusive instead of {status}.")
+        status = "inconclusive"
+    elif stab:
+        reason += " Stable: " + ", ".join(f"{k} {v}" for k, v in stab.items()) + "."
+    table = tuple(result["table"]) if "table" in result else tuple(
+        r.table_row(claim.display if r.measure == rows[0].measure else None) for r in rows)
+    return Verdict(claim.name, claim.statement, status, effect, claim.effect_name, ci, result["p_value"],
+                   claim.test, E, table, reason, stab, seeds, level, source,
+                   {k: v for k, v in options.items()})
+
+
+def _layer_reason(result: dict, rows: list, claim: Claim, what_holds: str, what_reverses: str) -> str:
+    """The part of a reason that names the matrices each way, with their numbers."""
+    primary = {r.layer: r for r in rows if r.judged and r.measure == rows[0].measure}
+    show = claim.display or (lambda v: v)
+
+    def describe_layers(names):
+        return ", ".join(f"{n} ({claim.effect_name} {fmt(show(_median(primary[n].effect)))}, "
+                         f"{p_text(primary[n].p_holm, 'adjusted p')})" for n in names if n in primary)
+    parts = []
+    if result["holds"]:
+        parts.append(f"{what_holds} in {describe_layers(result['holds'])}")
+    if result["reversed"]:
+        parts.append(f"{what_reverses} in {describe_layers(result['reversed'])}")
+    none = [l["layer"] for l in result["layers"] if l["status"] in ("no evidence", "mixed")]
+    if none:
+        parts.append(f"no decision in {', '.join(none)}")
+    not_judged = sorted({f'{r.layer} ({r.note})' for r in rows if not r.judged and r.note})
+    text = "; ".join(parts) + "."
+    if not_judged:
+        text += " Not judged: " + ", ".join(not_judged) + "."
+    return (f"Judged per weight matrix: the claim holds in {len(result['holds'])} of {result['judged']} "
+            f"judged matrices (a majority, {result['majority']}, is needed); " + text)
+
+
+# ================================================================= the claims
+def majority_judge(method: str, what_holds: str, what_reverses: str, note: Callable = None) -> Callable:
+    """A judge for per-matrix claims: :func:`judge_layers`, and a reason that states
+    the method (``method`` is a format string of ``claim`` and ``level``) and names
+    the matrices each way."""
+    def judge(rows, claim, level):
+        result = judge_layers(rows, claim, level)
+        result["reason"] = (method.format(claim=claim, level=level, n_tests=sum(r.judged for r in rows),
+                                          ratio=math.exp(claim.min_effect))
+                            + " " + _layer_reason(result, rows, claim, what_holds, what_reverses)
+                            + (note(rows) if note else ""))
+        return result
+    return judge
+
+
+# ----------------------------------------------------------------- broadening
+def _broadening_rows(traj: Trajectory, seed: int = 0) -> list:
+    rows = []
+    E = traj.n_instances
+    for name, entry, idx in weight_layers(traj.net):
+        if idx.size < 2:
+            nan = np.full(E, np.nan)
+            rows.append(Row(name, "variance", nan, nan, nan, judged=False, note="fewer than 2 weights"))
+            continue
+        v = traj.params[:, :, idx].var(axis=-1, ddof=1)  # (E, 2)
+        ok = bool(np.all(v[:, 0] > 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            effect = np.log(v[:, 1] / v[:, 0])
+        rows.append(Row(name, "variance", v[:, 0], v[:, 1], effect, judged=ok,
+                        note="" if ok else "zero variance at initialization"))
+    return rows
+
+
+register(Claim(
+    name="broadening",
+    statement="as the network trains, the distribution of its weights broadens (the variance grows)",
+    measure="per weight matrix and instance, var(W_end) / var(W_init), ddof = 1 (biases apart)",
+    null="the variance does not change: the log ratio has median 0 across instances",
+    test="exact sign test across instances per matrix; Holm over matrices",
+    rule="a matrix holds when its adjusted p < 0.05 and the median ratio is >= 1.1; supported when a "
+         "majority of matrices hold; contradicted when a majority narrow significantly (median ratio <= 1/1.1)",
+    reference="the seed notebook's claim 1; sign test: Conover (1999) 3.4; Holm (1979)",
+    min_instances=16, direction="up", min_effect=math.log(1.1), effect_name="variance ratio",
+    measure_rows=_broadening_rows, test_kind="sign", randomized=False, display=math.exp,
+    judge=majority_judge(
+        "Per weight matrix and instance, the variance ratio end / initialization (ddof = 1); sign test over "
+        "instances (null: median log ratio 0), Holm over {n_tests} matrices at level {level:g}; a median ratio "
+        "of at least {ratio:.2g} (or at most 1/{ratio:.2g}) to count.", "broader", "narrower")))
+
+
+# ----------------------------------------------------------------- longer tails
+#: Fewest weights for which a matrix's tails are judged. The sample excess kurtosis of n
+#: values cannot exceed n - 2 + 1/(n - 1) - 3 (one value far out, the rest equal): about
+#: 3.1 for n = 8, less than the kurtosis of a Laplace distribution (3), so a matrix of 8
+#: weights cannot show heavy tails at all; n = 16 allows up to 11.
+MIN_TAIL_WEIGHTS = 16
+
+
+def max_excess_kurtosis(n: int) -> float:
+    """The largest sample excess kurtosis (population moments) that n values can have."""
+    return n - 2 + 1.0 / (n - 1) - 3.0
+
+
+def _tails_rows(traj: Trajectory, seed: int = 0, n_null: int = 1000) -> list:
+    rows = []
+    E = traj.n_instances
+    for j, (name, entry, idx) in enumerate(weight_layers(traj.net)):
+        nan = np.full(E, np.nan)
+        if idx.size < 4:
+            rows.append(Row(name, "excess_kurtosis", nan, nan, nan, judged=False, note="fewer than 4 weights"))
+            continue
+        W = traj.params[:, :, idx]
+        k = excess_kurtosis(W)  # (E, 2)
+        if idx.size < MIN_TAIL_WEIGHTS:
+            rows.append(Row(name, "excess_kurtosis", k[:, 0], k[:, 1], k[:, 1] - k[:, 0], judged=False,
+                            note=f"{idx.size} weights: their kurtosis cannot exceed "
+                                 f"{max_excess_kurtosis(idx.size):.2g}"))
+            continue
+        w0 = W[:, 0]
+        sd = w0.std(axis=-1, keepdims=True)
+        if np.any(sd == 0):
+            rows.append(Row(name, "excess_kurtosis", k[:, 0], k[:, 1], nan, judged=False,
+                            note="constant weights at initialization"))
+            continue
+        # The null: n values drawn from this matrix's initial distribution, pooled over
+        # instances after standardizing each (kurtosis is scale-free; pooling gives the
+        # distribution, not one draw of it).
+        pool = ((w0 - w0.mean(axis=-1, keepdims=True)) / sd).ravel()
+        draws = pool[_rng(seed, 1, j).integers(0, pool.size, size=(int(n_null), idx.size))]
+        null = np.broadcast_to(excess_kurtosis(draws), (E, int(n_null)))
+        rows.append(Row(name, "excess_kurtosis", k[:, 0], k[:, 1], k[:, 1] - np.median(null[0]),
+                        stats.mc_p_value(k[:, 1], null, "greater"), stats.mc_p_value(k[:, 1], null, "less")))
+    return rows
+
+
+register(Claim(
+    name="longer_tails",
+    statement="as the network trains, the tails of its weight distribution get longer (a change of shape, "
+              "not only of scale)",
+    measure="per weight matrix (>= 16 weights) and instance, the excess kurtosis (m4/m2^2 - 3, scale-free) of "
+            "the weights at the end, minus the median of its null",
+    null="the trained matrix's values look like a draw from its initial distribution: the kurtosis of as many "
+         "values drawn from the pooled, standardized initial weights of that matrix (1000 draws by default)",
+    test="per instance a Monte Carlo p-value in each direction; across instances the count test (instances "
+         "beyond the 5 % tail against Binomial(n, 0.05)); Holm over matrices",
+    rule="a matrix holds when its adjusted p < 0.05 and the median excess kurtosis lies >= 0.5 above the null's "
+         "median; supported when a majority of matrices hold; contradicted when a majority are significantly "
+         "lighter-tailed",
+    reference="the seed notebook's claim 1; Monte Carlo p-values: Phipson & Smyth (2010); Holm (1979)",
+    min_instances=16, direction="up", min_effect=0.5, effect_name="excess kurtosis above the null",
+    measure_rows=_tails_rows, test_kind="count",
+    judge=majority_judge(
+        "Per weight matrix and instance, the excess kurtosis at the end against its null, the kurtosis of as "
+        "many values drawn from the matrix's initial distribution (pooled over instances); count test across "
+        "instances (how many lie beyond their null's 5 % tail), Holm over {n_tests} matrices at level "
+        "{level:g}; a shift of at least {claim.min_effect:g} to count.", "heavier tails", "lighter tails")))
+
+
+# ----------------------------------------------------------------- rank decrease
+RANK_CLAIM_MEASURES = ("effective_rank", "stable_rank")
+
+
+def _rank_rows(traj: Trajectory, seed: int = 0, n_null: int = 200, measures=RANK_CLAIM_MEASURES) -> list:
+    net = traj.net
+    E = traj.n_instances
+    N = int(n_null)
+    rows = []
+    for j, (name, entry, idx) in enumerate(weight_layers(net)):
+        shape = entry.shape
+        if min(shape) < 2:
+            nan = np.full(E, np.nan)
+            rows += [Row(name, m, nan, nan, nan, judged=False, note=f"{shape[0]}x{shape[1]} cannot lose rank")
+                     for m in measures]
+            continue
+        W = traj.params[:, :, entry.slice].reshape(E, 2, *shape)
+        r = analysis.rank_measures(np.linalg.svd(W, compute_uv=False), shape)
+        # The null: the same trained entries shuffled within the matrix, N permutations per
+        # instance (same values, no structure); masked entries stay 0.
+        present = np.flatnonzero(net.free[entry.slice])
+        shuffled = np.repeat(traj.params[:, 1, entry.slice][:, None, :], N, axis=1)  # (E, N, size)
+        shuffled[..., present] = _rng(seed, 2, j).permuted(shuffled[..., present], axis=-1)
+        r_null = analysis.rank_measures(np.linalg.svd(shuffled.reshape(E, N, *shape), compute_uv=False), shape)
+        for m in measures:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                effect = (r[m][:, 1] - r[m][:, 0]) / r[m][:, 0]
+            rows.append(Row(name, m, r[m][:, 0], r[m][:, 1], effect,
+                            stats.mc_p_value(r[m][:, 1], r_null[m], "greater"),
+                            stats.mc_p_value(r[m][:, 1], r_null[m], "less")))
+        integer = r["numerical_rank"]
+        moved = int(np.sum(integer[:, 1] != integer[:, 0]))
+        rows.append(Row(name, "numerical_rank", integer[:, 0], integer[:, 1], integer[:, 1] - integer[:, 0],
+                        judged=False, note=f"integer rank, changed in {moved} of {E} instances"))
+    return rows
+
+
+def _integer_rank_note(rows) -> str:
+    ints = [r for r in rows if r.measure == "numerical_rank"]
+    if not ints:
+        return ""
+    moved = sum(int(np.sum(r.final != r.initial)) for r in ints)
+    if moved == 0:
+        return (" The integer (numerical) rank never changes, in any matrix or instance: the claim can hold "
+                "only for soft measures of rank.")
+    return f" The integer (numerical) rank changes in {moved} (matrix, instance) pairs."
+
+
+register(Claim(
+    name="rank_decrease",
+    statement="as training progresses, the rank of the weight matrices decreases",
+    measure="per weight matrix (min(out, in) >= 2) and instance: effective rank (exp of the entropy of the "
+            "normalized singular values) and stable rank (||W||_F^2 / ||W||_2^2), relative change end vs init",
+    null="no structure: the trained matrix's own entries shuffled within the matrix (200 permutations per "
+         "instance by default); and no change: the relative change has median 0",
+    test="down: intersection-union of the sign test on the change and the count test against the shuffled "
+         "null; up: the sign test; Holm over matrices x measures",
+    rule="a (matrix, measure) holds when its adjusted p < 0.05 and the median relative change is <= -5 %; a "
+         "matrix holds when one of its measures does and none is reversed; supported when a majority of "
+         "matrices hold; contradicted when a majority rise significantly",
+    reference="the seed notebook's claim 12; effective rank: Roy & Vetterli (2007); stable rank: Rudelson & "
+              "Vershynin (2007); permutation nulls: Phipson & Smyth (2010)",
+    min_instances=16, direction="down", min_effect=0.05, effect_name="relative change of effective rank",
+    measure_rows=_rank_rows, test_kind="sign_and_count_down",
+    judge=majority_judge(
+        "Per weight matrix and instance, effective and stable rank at the end relative to initialization, and "
+        "against a null of the same trained entries shuffled within the matrix (a distribution of permutations "
+        "per instance). A fall counts when the sign test says the rank fell *and* the count test says it lies "
+        "below its shuffled null (an intersection-union test); Holm over {n_tests} matrix x measure tests at "
+        "level {level:g}; a relative change of at least {claim.min_effect:.0%} to count.",
+        "lower rank", "higher rank", note=_integer_rank_note)))
+
+
+# ----------------------------------------------------------------- edit robustness
+def _edit_rows(traj: Trajectory, seed: int = 0, budget=None, affected_r2: float = 0.01,
+               max_candidates: int = 400) -> list:
+    """Per instance and weight matrix, the R^2 lost to the worst single-weight edit."""
+    from .perturb import Budget, Evaluator
+    if traj.x is None or traj.y is None:
+        raise ClaimError("edit_robustness needs the training data (x, y) to measure what an edit changes")
+    budget = budget or Budget("layer_std", 0.1)
+    var_y = float(np.var(traj.y))
+    if not var_y > 0:
+        raise ClaimError("edit_robustness measures loss changes in units of the target's variance, "
+                         "and this target is constant")
+    net = traj.net
+    layers = weight_layers(net)
+    E = traj.n_instances
+    loss = np.full((E, len(layers)), np.nan)  # (E, L): the R^2 lost to the worst edit of each matrix
+    base = np.empty(E)
+    grid = traj.x[:: max(1, traj.x.shape[0] // 2000)]  # flips are not used here: a small grid
+    for e in range(E):
+        ev = Evaluator(net, traj.params[e, 1], traj.x, traj.y, grid=grid)
+        base[e] = ev.base_mse / var_y
+        for j, (name, entry, idx) in enumerate(layers):
+            if idx.size == 0:
+                continue
+            cand = idx
+            if max_candidates and idx.size > max_candidates:
+                cand = np.sort(_rng(seed, 3, e, j).choice(idx, int(max_candidates), replace=False))
+            table = ev.exhaustive_single(budget, n_values=32, n_refine=8, candidates=cand)
+            loss[e, j] = (float(np.max(table["train_mse"])) - ev.base_mse) / var_y
+    rule = f"affected: the MSE rises by >= {affected_r2:g} x Var(y)"
+    rows = [Row(name, "worst_edit_r2_loss", base, base + loss[:, j], loss[:, j], note=rule,
+                indicator=(loss[:, j] >= affected_r2).astype(float))
+            for j, (name, entry, idx) in enumerate(layers)]
+    worst = np.nanmax(loss, axis=1)
+    rows.append(Row("all weights", "worst_edit_r2_loss", base, base + worst, worst, note=rule,
+                    indicator=(worst >= affected_r2).astype(float)))
+    return rows
+
+
+def _edit_judge(rows, claim, level):
+    """The adversary picks the worst matrix, so an instance is affected when any matrix
+    is: the binomial test of the share of affected instances against 1/2 ("usually")
+    decides; per-matrix tests (Holm) say where the critical weights are."""
+    per = [r for r in rows if r.layer != "all weights"]
+    whole = next(r for r in rows if r.layer == "all weights")
+    for r in per + [whole]:
+        a = r.indicator[np.isfinite(r.indicator)]
+        r.k, n = int(a.sum()), int(a.size)
+        r.p_up_all = stats.binomial_tail(r.k, n, 0.5)          # affected usually
+        r.p_down_all = stats.binomial_tail(n - r.k, n, 0.5)    # unaffected usually
+        r.direction = "affected" if 2 * r.k > n else "unaffected" if 2 * r.k < n else "even"
+    adjusted = stats.holm([min(1.0, 2 * min(r.p_up_all, r.p_down_all)) for r in per])
+    for r, a in zip(per, adjusted):
+        r.p_holm = float(a)
+    whole.p_holm = min(1.0, 2 * min(whole.p_up_all, whole.p_down_all))
+    table = []
+    for r in per + [whole]:
+        n = int(np.isfinite(r.indicator).sum())
+        share = r.k / max(n, 1)
+        r.status = ((("robust" if r.direction == "unaffected" else "fragile"))
+                    if r.p_holm < level and abs(share - 0.5) >= claim.min_effect else "no evidence")
+        lo, hi = stats.clopper_pearson(r.k, n)
+        table.append({"layer": r.layer, "measure": "share of instances affected", "n": n, "effect": share,
+                      "ci_low": lo, "ci_high": hi, "median_r2_loss": _median(r.effect), "p_up": r.p_up_all,
+                      "p_down": r.p_down_all, "p_holm": r.p_holm, "direction": r.direction,
+                      "instances_affected": r.k, "status": r.status, "note": r.note})
+    n = int(np.isfinite(whole.indicator).sum())
+    share = whole.k / max(n, 1)
+    status = {"robust": "supported", "fragile": "contradicted"}.get(whole.status, "inconclusive")
+    fragile = [r.layer for r in per if r.status == "fragile"]
+    robust = [r.layer for r in per if r.status == "robust"]
+    reason = (
+        f"Per instance, the worst single-weight edit within the budget (exhaustive search over each matrix's "
+        f"weights; {whole.note}). It affects the result in {whole.k} of {n} instances ({share:.0%}); exact "
+        f"binomial test against 1/2 ('usually'), {p_text(whole.p_holm)}, and a share at most "
+        f"{0.5 - claim.min_effect:.0%} (or at least {0.5 + claim.min_effect:.0%}) to count. Per matrix (Holm): "
+        f"the worst edit affects most instances in {', '.join(fragile) or 'no matrix'} and leaves most "
+        f"unaffected in {', '.join(robust) or 'no matrix'}. Median R^2 lost to the worst edit: "
+        f"{fmt(_median(whole.effect))}.")
+    return {"status": status, "p_value": whole.p_holm, "effect": share, "ci": stats.clopper_pearson(whole.k, n),
+            "reason": reason, "table": table}
+
+
+register(Claim(
+    name="edit_robustness",
+    statement="adversarially changing a few weights usually does not affect the result",
+    measure="per instance, the worst single-weight edit within the budget (default: 0.1 x the matrix's weight "
+            "std; exhaustive search over up to 400 seeded candidates per matrix) and the R^2 it costs on the "
+            "training data; 'affected' when the MSE rises by >= 0.01 x Var(y)",
+    null="the result is affected in half of the instances (the boundary of 'usually')",
+    test="exact binomial test of the share of affected instances against 1/2; per matrix the same, Holm",
+    rule="supported when significantly fewer than half (and at most 40 %) of the instances are affected; "
+         "contradicted when significantly more than half (and at least 60 %) are",
+    reference="the seed notebook's observation 11",
+    min_instances=16, direction="unaffected", min_effect=0.1, effect_name="share of instances affected",
+    measure_rows=_edit_rows, judge=_edit_judge, randomized=False))
+
+
+# ----------------------------------------------------------------- correlation decay
+def _standardized_columns(X):
+    X = X - X.mean(axis=0)
+    sd = X.std(axis=0)
+    return X / np.where(sd > 0, sd, 1.0), sd > 0
+
+
+def _group_means(r2, groups: dict) -> dict:
+    """Mean of ``r2`` (pairs) within each group of each grouping: {kind: (means, counts)}."""
+    out = {}
+    for kind, (g, n_groups) in groups.items():
+        sums = np.bincount(g, weights=r2, minlength=n_groups)
+        counts = np.bincount(g, minlength=n_groups)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[kind] = (sums / counts, counts)
+    return out
+
+
+def _pair_r2(Z, iu, pairs_ok):
+    R = (Z.T @ Z) / Z.shape[0]
+    return (R[iu] ** 2)[pairs_ok]
+
+
+def _correlation_rows(traj: Trajectory, seed: int = 0, n_perm: int = 1000, n_boot: int = 200) -> list:
+    """Trained minus aligned-initial mean r^2, per pair category and per distance, with
+    paired-permutation p-values. Columns are standardized within each ensemble first, so
+    that mixing trained and initial vectors in a permutation creates no correlation of
+    its own (from their different means and scales). The permutation count must let a
+    p-value survive Holm: with m groups it needs more than 2 m / 0.05 draws."""
+    net = traj.net
+    w_idx, *_ = analysis.edge_table(net)
+    final, _ = analysis.align(traj.params[:, 1], net)
+    initial, _ = analysis.align(traj.params[:, 0], net)
+    T, keep_t = _standardized_columns(final[:, w_idx])
+    I, keep_i = _standardized_columns(initial[:, w_idx])
+    keep = keep_t & keep_i
+    iu = np.triu_indices(w_idx.size, k=1)
+    pairs_ok = keep[iu[0]] & keep[iu[1]]
+    groups = {kind: (g[iu][pairs_ok], int(g.max()) + 1) for kind, g in
+              (("category", analysis.pair_categories(net)), ("distance", analysis.edge_distances(net)))}
+    t = _group_means(_pair_r2(T, iu, pairs_ok), groups)
+    i = _group_means(_pair_r2(I, iu, pairs_ok), groups)
+    null = {kind: np.empty((int(n_perm), n)) for kind, (_, n) in groups.items()}
+    flips = _rng(seed, 4).random((int(n_perm), T.shape[0])) < 0.5
+    for b, f in enumerate(flips):
+        a = _group_means(_pair_r2(np.where(f[:, None], I, T), iu, pairs_ok), groups)
+        c = _group_means(_pair_r2(np.where(f[:, None], T, I), iu, pairs_ok), groups)
+        for kind in groups:
+            null[kind][b] = a[kind][0] - c[kind][0]
+    # bootstrap over instances (the same resampled instances for both ensembles): the
+    # uncertainty of the distance profile, for the choice between decay laws
+    boot = np.empty((int(n_boot), groups["distance"][1]))
+    for b, pick in enumerate(_rng(seed, 5).integers(0, T.shape[0], size=(int(n_boot), T.shape[0]))):
+        Tb, _ = _standardized_columns(T[pick])
+        Ib, _ = _standardized_columns(I[pick])
+        one = {"distance": groups["distance"]}
+        boot[b] = (_group_means(_pair_r2(Tb, iu, pairs_ok), one)["distance"][0]
+                   - _group_means(_pair_r2(Ib, iu, pairs_ok), one)["distance"][0])
+    rows = []
+    for kind in groups:
+        (tm, counts), (im, _) = t[kind], i[kind]
+        for code in np.flatnonzero(counts):
+            label = (analysis.correlations.category_names([code])[0] if kind == "category" else f"distance {code}")
+            d = tm[code] - im[code]
+            rows.append(Row(label, kind, np.array([im[code]]), np.array([tm[code]]), np.array([d]),
+                            np.array([float(stats.mc_p_value(d, null[kind][:, code], "greater"))]),
+                            np.array([float(stats.mc_p_value(d, null[kind][:, code], "less"))]),
+                            note=f"{int(counts[code])} pairs, {int(n_perm)} permutations",
+                            boot=boot[:, code] if kind == "distance" else None))
+    return rows
+
+
+#: Consecutive distances (from 1) with a significant training-specific correlation needed
+#: before a decay law is fitted: a two-parameter law on three points has one degree of freedom.
+MIN_DECAY_DISTANCES = 4
+
+
+def _exponential_share(dist_rows) -> float:
+    """Share of bootstrap resamples in which an exponential fits the distance profile (log
+    scale, least squares) better than a power law; resamples with a non-positive value count
+    for neither (they have no logarithm)."""
+    d = np.arange(1, len(dist_rows) + 1, dtype=float)
+    B = np.stack([r.boot for r in dist_rows], axis=1)  # (n_boot, distances)
+    wins = 0
+    for prof in B:
+        if np.all(prof > 0):
+            y = np.log(prof)
+            rss_exp = np.sum((y - np.polyval(np.polyfit(d, y, 1), d)) ** 2)
+            rss_pow = np.sum((y - np.polyval(np.polyfit(np.log(d), y, 1), np.log(d))) ** 2)
+            wins += rss_exp < rss_pow
+    return wins / B.shape[0]
+
+
+def _correlation_judge(rows, claim, level):
+    table = []
+    for kind in ("category", "distance"):
+        sel = [r for r in rows if r.measure == kind]
+        adjusted = stats.holm([min(1.0, 2 * min(float(r.p_up[0]), float(r.p_down[0]))) for r in sel])
+        for r, a in zip(sel, adjusted):
+            r.p_up_all, r.p_down_all, r.p_holm = float(r.p_up[0]), float(r.p_down[0]), float(a)
+            r.direction = "up" if r.effect[0] > 0 else "down"
+            r.status = ("training adds correlation" if a < level and r.effect[0] > 0 else
+                        "training removes correlation" if a < level else "no evidence")
+            table.append({"layer": r.layer, "measure": f"mean r^2 across instances, trained - aligned init ({kind})",
+                          "initial": float(r.initial[0]), "final": float(r.final[0]), "effect": float(r.effect[0]),
+                          "p_up": r.p_up_all, "p_down": r.p_down_all, "p_holm": r.p_holm,
+                          "status": r.status, "note": r.note})
+    dist = sorted((r for r in rows if r.measure == "distance"), key=lambda r: int(r.layer.split()[1]))
+    sig = {int(r.layer.split()[1]) for r in dist if r.status == "training adds correlation"}
+    run_length = 0
+    while run_length + 1 in sig:
+        run_length += 1
+    d1 = next((r for r in dist if r.layer == "distance 1"), None)
+    cats = [r.layer for r in rows if r.measure == "category" and r.status == "training adds correlation"]
+    if not sig:
+        status = "inconclusive"
+        why = ("training adds no correlation beyond what aligning the initial ensemble already shows, at any "
+               "distance: there is no damping to judge")
+    elif run_length < MIN_DECAY_DISTANCES:
+        status = "inconclusive"
+        why = (f"the training-specific correlation is significant at distance(s) "
+               f"{', '.join(map(str, sorted(sig)))} only: it is damped within {max(run_length, 1)} step(s), "
+               f"too few distances ({MIN_DECAY_DISTANCES} in a row from 1 needed) to tell an exponential from "
+               "a power law")
+    else:
+        share = _exponential_share(dist[:run_length])
+        status = ("supported" if share >= 1 - level else "contradicted" if share <= level else "inconclusive")
+        why = (f"the training-specific correlation is significant at distances 1-{run_length}; an exponential "
+               f"fits the profile better than a power law in {share:.0%} of bootstrap resamples of the instances "
+               f"({1 - level:.0%} needed for supported, at most {level:.0%} for contradicted)")
+    reason = (
+        "Squared correlations across instances of aligned networks (Hungarian matching of hidden units), "
+        "trained minus the same alignment of the initial ensemble, per pair category and per line-graph "
+        "distance; null: paired permutations (each instance's trained and initial weights swapped at random), "
+        f"Holm within categories and within distances at level {level:g}. Training adds correlation for: "
+        f"{', '.join(cats) or 'no pair category'}. " + why[0].upper() + why[1:] + ".")
+    ci = (math.nan, math.nan)
+    if d1 is not None and d1.boot is not None:
+        # basic (reverse-percentile) interval of a paired bootstrap over instances: resampling
+        # with replacement duplicates instances, which inflates every r^2, so the percentile
+        # interval would be shifted; the basic interval subtracts that shift
+        lo, hi = np.quantile(d1.boot, [0.025, 0.975])
+        ci = (float(2 * d1.effect[0] - hi), float(2 * d1.effect[0] - lo))
+    return {"status": status, "p_value": d1.p_holm if d1 else math.nan,
+            "effect": float(d1.effect[0]) if d1 else math.nan, "ci": ci,
+            "reason": reason, "table": table, "ensemble": True}
+
+
+register(Claim(
+    name="correlation_decay",
+    statement="correlations between weights are exponentially damped with their distance in the network",
+    measure="mean squared correlation across instances of pairs of aligned weights, trained minus the aligned "
+            "initial ensemble, per line-graph distance and per pair category",
+    null="training adds no correlation beyond the alignment: each instance's trained and initial weight "
+         "vectors are exchangeable (paired permutations, 1000 by default)",
+    test="permutation p-value per distance and per category, Holm within each",
+    rule="supported when the training-specific correlation is significant at distances 1-4 (at least) and an "
+         "exponential fits that profile better than a power law in >= 95 % of bootstrap resamples of the "
+         "instances; contradicted when the power law does in >= 95 %; inconclusive otherwise (in particular when "
+         "the signal is significant at fewer than 4 distances)",
+    reference="the seed notebook's investigation 2; alignment: Hungarian matching (Kuhn 1955); permutation "
+              "tests: Phipson & Smyth (2010)",
+    min_instances=20, direction="up", min_effect=0.0, effect_name="training-specific excess r^2 at distance 1",
+    measure_rows=_correlation_rows, judge=_correlation_judge))
