@@ -41,7 +41,8 @@ def test_edit_robustness_on_20_seed_networks(benchmark):
 
 @pytest.mark.benchmark(group="claims")
 def test_correlation_decay_on_64_networks_of_depth_8(benchmark):
-    net = mlpsim.MLP([1] + [8] * 8 + [1])
+    """Depth 8 when measuring; depth 2 when benchmarks only run as smoke tests (the default)."""
+    net = mlpsim.MLP([1] + [8] * (2 if benchmark.disabled else 8) + [1])
     init = planted.initial(net, 64)
     traj = planted.trajectory(net, init, planted.fresh_draws(net, init, np.random.default_rng(0)))
     v = benchmark.pedantic(claims.evaluate, args=("correlation_decay", traj), rounds=1, iterations=1)

@@ -14,6 +14,7 @@ Exit status: 0 success, 1 training failed (diverged), 2 bad input, 130 interrupt
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,32 +28,44 @@ from .store import RunError, load_run
 
 def _config_from_args(args) -> Config:
     from .config import preset
-    if args.preset and args.config:
+    if args.preset is not None and args.config is not None:
         raise ConfigError("give either --preset or --config, not both")
-    cfg = Config.from_toml(args.config) if args.config else preset(args.preset or "seed")
+    cfg = Config.from_toml(args.config) if args.config is not None else preset(
+        "seed" if args.preset is None else args.preset)
     return cfg.with_overrides(args.set) if args.set else cfg
 
 
 def cmd_train(args) -> int:
-    from .train import build_net, disk_bytes, train
+    from .store import check_memory, fmt_bytes
+    from .training import build_net, estimate_seconds, train
     cfg = _config_from_args(args)
     if args.dry_run:
+        need = check_memory(cfg, args.threads)  # refuses what cannot fit, before building anything
         net = build_net(cfg)
         print(cfg.to_toml())
         t = cfg.train
+        schedule = t.schedule()
         print(f"# network: {net!r}")
-        print(f"# {t.instances} instance(s) x {t.steps} steps, {len(t.schedule())} checkpoints "
-              f"(steps {t.schedule()[0]} .. {t.schedule()[-1]})")
-        print(f"# disk space: {disk_bytes(cfg, net) / 2**20:.1f} MiB")
+        print(f"# {t.instances} instance(s) x {t.steps} steps, {len(schedule)} checkpoints "
+              f"(steps {schedule[0]} .. {schedule[-1]})")
+        print(f"# disk space: {fmt_bytes(need['disk'])}; memory: about {fmt_bytes(need['memory'])}")
+        seconds, per_step = estimate_seconds(cfg, threads=args.threads)
+        print(f"# time: about {_fmt_seconds(seconds)} on this machine ({per_step * 1e6:.0f} us per step for "
+              f"all instances, measured now; compiling the kernels the first time adds about a minute)")
         return 0
     if not args.out:
         raise ConfigError("--out DIR is required (or use --dry-run)")
     run = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                progress=False if args.no_progress else None, threads=args.threads,
+                progress=False if args.quiet else None, threads=args.threads,
                 commit_seconds=args.commit_every)
     print(f"run complete: {run.path}")
     _print_losses(run)
     return 0
+
+
+def _fmt_seconds(s: float) -> str:
+    from .progress import fmt_seconds
+    return fmt_seconds(s)
 
 
 def _print_losses(run):
@@ -62,10 +75,19 @@ def _print_losses(run):
 
 
 def cmd_info(args) -> int:
+    from .store import lock_holder
     run = load_run(args.run, allow_incomplete=True)
     m, c = run.manifest, run.config
+    status = m["status"]
+    holder = lock_holder(run.path)
+    if status == "running":
+        status = (f"running (written by process {holder} now)" if holder else
+                  "interrupted (no process holds the lock: the writer stopped without committing; "
+                  "continue it with --resume)")
+    elif holder:
+        status += f" (process {holder} holds the lock)"
     print(f"run:         {run.path}")
-    print(f"status:      {m['status']}" + (f" ({m['reason']})" if m.get("reason") else ""))
+    print(f"status:      {status}" + (f" ({m['reason']})" if m.get("reason") else ""))
     print(f"network:     {run.net!r}, init={c.model.init}")
     print(f"data:        target={c.data.target}, n={c.data.n}, x_range={list(c.data.x_range)}, "
           f"seed={c.data.seed}")
@@ -75,9 +97,9 @@ def cmd_info(args) -> int:
     print(f"progress:    {m['checkpoints_written']}/{m['checkpoints_total']} checkpoints, "
           f"step {m['steps_done']}/{m['steps_total']}")
     if m.get("diverged"):
-        print("diverged:    " + "; ".join(f"instance {d['instance']} at step {d['step']}"
+        print("diverged:    " + "; ".join(f"instance {d.get('instance')} at step {d.get('step')}"
                                           for d in m["diverged"]))
-    print("versions:    " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+    print("versions:    " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()))
     if len(run.steps):
         _print_losses(run)
     return 0
@@ -94,7 +116,7 @@ def cmd_study(args) -> int:
     if args.name not in STUDIES:
         raise ConfigError(unknown_name_message("study", args.name, STUDIES))
     out = Path(args.out or Path("out") / args.name)
-    progress = False if args.no_progress else None
+    progress = False if args.quiet else None
     runs = configs = None
     if args.run:
         if args.preset or args.config or args.set:
@@ -147,27 +169,21 @@ def cmd_verdict(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    import time
 
     from .sweep import expand, read_sweep, run_sweep
     base, grid = read_sweep(args.sweep)
     runs = expand(base, grid)  # validates every run's configuration before anything starts
     if args.dry_run:
-        from .train import Ensemble, build_net, disk_bytes, initial_params, training_data
-        cfg = runs[0][1]
-        net = build_net(cfg)
-        x, y, _, _ = training_data(cfg, net)
-        ens = Ensemble(net, cfg.train, x, y, initial_params(cfg, net))
-        ens.run(2)  # compile / load the cache outside the timing
-        t0 = time.perf_counter()
-        ens.run(50)
-        per_step = (time.perf_counter() - t0) / 50
-        total_steps = sum(c.train.steps * c.train.instances / cfg.train.instances for _, c in runs)
+        from .store import check_memory, fmt_bytes
+        from .training import estimate_seconds
+        disk = sum(check_memory(c, 1)["disk"] for _, c in runs)
+        seconds, per_step = estimate_seconds(runs[0][1], threads=1)
+        scale = sum(c.train.steps * c.train.instances for _, c in runs) / (
+            runs[0][1].train.steps * runs[0][1].train.instances)
         workers = args.workers or os.cpu_count() or 1
-        disk = sum(disk_bytes(c, build_net(c)) for _, c in runs)
         print(f"{len(runs)} runs over {', '.join(grid)}")
-        print(f"disk space: {disk / 2**20:.1f} MiB")
-        print(f"time estimate: {total_steps * per_step / workers / 60:.1f} min on {workers} worker(s) "
+        print(f"disk space: {fmt_bytes(disk)}")
+        print(f"time estimate: {_fmt_seconds(seconds * scale / workers)} on {workers} worker(s) "
               f"(calibrated on run 0: {per_step * 1e6:.0f} us per step; other sizes scale roughly with "
               "parameters x points)")
         return 0
@@ -183,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(prog="mlpsim", description="Reproducible small-network experiments.")
     p.add_argument("--version", action="version", version=f"mlpsim {__version__}")
+    p.add_argument("--traceback", action="store_true",
+                   help="show the full Python traceback of an error (also: MLPSIM_TRACEBACK=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train an ensemble and write a run directory")
@@ -195,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and disk space")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", "--no-progress", action="store_true", dest="quiet",
+                   help="no progress output (default: a bar on a terminal, plain lines in a log)")
     t.add_argument("--threads", type=int, help="numba threads (results do not depend on it)")
     t.add_argument("--commit-every", type=float, default=2.0, metavar="SECONDS",
                    help="how often progress is made durable (default 2)")
@@ -210,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one key of the study's runs, or of --preset/--config (repeatable)")
     s.add_argument("--run", help="analyse this existing, complete run directory instead")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--quiet", "--no-progress", action="store_true", dest="quiet",
+                   help="no progress output (default: a bar on a terminal, plain lines in a log)")
     s.add_argument("--scale", type=float, default=1.0,
                    help="multiply the training steps of the study's runs (e.g. 0.1 for a quick look)")
     s.add_argument("--runs", metavar="DIR",
@@ -245,20 +265,67 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Exit status of the command line (also in the README).
+EXIT_OK, EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_IO, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
 def main(argv=None) -> int:
-    from .train import TrainingDiverged
-    args = build_parser().parse_args(argv)
+    """Run the command line; every error a user (or a full disk) can cause ends in one line
+    ``mlpsim: error: ...`` and a documented exit status. ``--traceback`` (or the environment
+    variable ``MLPSIM_TRACEBACK=1``) shows the full trace instead."""
+    debug = os.environ.get("MLPSIM_TRACEBACK") == "1"
+    args = None
     try:
+        from .store import RunLocked
+        from .training import TrainingDiverged
+        args = build_parser().parse_args(argv)
+        debug = debug or args.traceback
         return args.func(args)
-    except (ConfigError, RunError, ClaimError) as exc:
-        print(f"mlpsim: error: {exc}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as exc:
-        print(f"mlpsim: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        if debug:
+            raise
+        if isinstance(exc, RunLocked):
+            code, text = EXIT_LOCKED, str(exc)
+        elif isinstance(exc, (ConfigError, RunError, ClaimError)):
+            code, text = EXIT_BAD_INPUT, str(exc)
+        elif isinstance(exc, TrainingDiverged):
+            print(f"mlpsim: {exc}", file=sys.stderr)
+            return EXIT_DIVERGED
+        elif isinstance(exc, OSError):
+            where = f": {exc.filename}" if exc.filename else ""
+            code, text = EXIT_IO, f"{exc.strerror or exc}{where}"
+        elif isinstance(exc, MemoryError):
+            code, text = EXIT_IO, "out of memory; use fewer instances, a smaller network or fewer data points"
+        else:
+            raise
+        print(f"mlpsim: error: {text}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
-        print("mlpsim: interrupted; progress is saved, continue with --resume", file=sys.stderr)
-        return 130
+        if debug:
+            raise
+        print(f"mlpsim: interrupted; {_resume_hint(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _resume_hint(args) -> str:
+    """The command that continues what was interrupted."""
+    if args is None:
+        return "nothing was done"
+    argv = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+    if args.command == "train":
+        if not getattr(args, "out", None):
+            return "nothing was written"
+        manifest = Path(args.out) / "manifest.json"
+        try:
+            saved = manifest.exists() and json.loads(manifest.read_text()).get("checkpoints_written", 0) > 0
+        except (OSError, ValueError):
+            saved = False
+        if not saved:
+            return "nothing was committed yet; run the same command again to start: mlpsim " + " ".join(argv)
+        return "progress is saved; continue with: mlpsim " + " ".join(argv + ["--resume"])
+    if args.command in ("study", "sweep", "atlas"):
+        return "finished runs are kept; run the same command again to continue: mlpsim " + " ".join(argv)
+    return "nothing was written"
 
 
 if __name__ == "__main__":

@@ -145,20 +145,27 @@ class DataConfig:
         if xr is None:
             xr = TARGETS[self.target].x_range if self.target in TARGETS else (-3.0, 3.0)
         _require(isinstance(xr, (list, tuple)) and len(xr) == 2 and all(_is_number(v) for v in xr)
-                 and all(math.isfinite(v) for v in xr) and xr[0] < xr[1], "data.x_range",
-                 f"must be two finite numbers [low, high] with low < high, got {xr!r}")
+                 and all(math.isfinite(v) for v in xr) and xr[0] < xr[1] and math.isfinite(xr[1] - xr[0]),
+                 "data.x_range", f"must be two finite numbers [low, high] with low < high and a finite "
+                                 f"width, got {xr!r}")
         object.__setattr__(self, "x_range", (float(xr[0]), float(xr[1])))
         _require(_is_int(self.seed) and self.seed >= 0, "data.seed",
                  f"must be an integer >= 0, got {self.seed!r}")
         _require(isinstance(self.path, str) and isinstance(self.test_path, str), "data.path",
                  "data.path and data.test_path must be path strings")
         _require(self.target != "file" or self.path, "data.path", 'is required when data.target = "file"')
+        _require(self.target == "file" or not (self.path or self.test_path), "data.path",
+                 f'is used only with data.target = "file" (the target is {self.target!r}); remove it')
         try:
             object.__setattr__(self, "teacher_widths", validate_widths(self.teacher_widths))
         except ValueError as exc:
             raise ConfigError(f"data.teacher_widths: {exc}") from None
         _require(_is_int(self.teacher_seed) and self.teacher_seed >= 0, "data.teacher_seed",
                  f"must be an integer >= 0, got {self.teacher_seed!r}")
+        _require(self.target == "teacher" or (self.teacher_widths == DataConfig.teacher_widths
+                                              and self.teacher_seed == DataConfig.teacher_seed),
+                 "data.teacher_widths", f'and data.teacher_seed are used only with data.target = "teacher" '
+                                        f'(the target is {self.target!r}); remove them')
 
 
 @dataclass(frozen=True)
@@ -299,6 +306,12 @@ class Config:
             raise ConfigError(f"config file {str(path)!r} is a directory") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {str(path)!r} is not text (TOML files are UTF-8)") from None
+        except RecursionError:
+            raise ConfigError(f"config file {str(path)!r} nests too deeply to be a configuration") from None
+        except PermissionError:
+            raise ConfigError(f"config file {str(path)!r} cannot be read (permission denied)") from None
         return cls.from_dict(d)
 
     def with_values(self, values=None, **kwargs) -> "Config":
@@ -336,7 +349,8 @@ class Config:
             if not isinstance(text, str) or "=" not in text:
                 raise ConfigError(f"override {text!r} must look like section.key=value")
             key, raw = text.split("=", 1)
-            values[key.strip()] = parse_value(raw, key.strip())
+            key = key.strip()
+            values[key] = parse_value(raw, key, text_field=_is_text_field(key))
         return self.with_values(values)
 
     def replace(self, **sections) -> "Config":
@@ -352,14 +366,26 @@ class Config:
         return Config.from_dict(d)
 
 
-def parse_value(raw: str, key: str = "value"):
-    """Parse one override value as TOML; a bare word (letters, digits, ``_-.``) is a string."""
+def _is_text_field(key: str) -> bool:
+    """Is ``section.key`` a text setting (a name or a path)?"""
+    section, _, name = key.partition(".")
+    cls = SECTIONS.get(section)
+    fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
+    return name in fields and isinstance(fields[name].default, str)
+
+
+def parse_value(raw: str, key: str = "value", text_field: bool = False):
+    """Parse one override value as TOML. Text that is not TOML is taken as a string for a text
+    setting (``data.path=/data/x.npz``) or when it is a bare word (``train.optimizer=gd``);
+    anything else that is not TOML (``[1, 32, 1``) is an error naming the key."""
     import re
     raw = raw.strip()
     try:
         return tomllib.loads(f"v = {raw}")["v"]
+    except RecursionError:
+        raise ConfigError(f"{key}: the value nests too deeply") from None
     except tomllib.TOMLDecodeError as exc:
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", raw):
+        if text_field or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", raw):
             return raw
         detail = str(exc).replace("(at line 1, column", "(at column")
         raise ConfigError(f"{key}: {raw!r} is not a valid TOML value ({detail}); write strings in quotes, "

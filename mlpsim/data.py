@@ -140,19 +140,22 @@ def make_data(target, n: int, x_range, seed: int):
 def load_data_file(path, d_in: int, d_out: int):
     """Read ``(x, y)`` from ``.npz`` (arrays ``x`` and ``y``), ``.npy`` (a 2-D array whose
     first ``d_in`` columns are x and the rest y) or ``.csv`` (the same columns; a header
-    line is skipped). Raises ValueError naming the problem."""
+    line is skipped). Raises ValueError naming the problem: a missing, empty, corrupt or
+    non-numeric file, complex values, wrong shapes, NaN or Inf."""
+    import zipfile
     path = str(path)
     try:
         if path.endswith(".npz"):
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 if "x" not in z.files or "y" not in z.files:
-                    raise ValueError(f"{path!r} must hold arrays named 'x' and 'y', found {z.files}")
+                    raise ValueError(f"{path!r} must hold arrays named 'x' and 'y', found "
+                                     f"{', '.join(z.files) or 'no arrays'}")
                 x, y = z["x"], z["y"]
         elif path.endswith(".npy") or path.endswith(".csv"):
             if path.endswith(".npy"):
-                a = np.load(path)
+                a = np.load(path, allow_pickle=False)
             else:
-                with open(path) as fh:
+                with open(path, encoding="utf-8") as fh:
                     first = fh.readline()
                 skip = 0 if _is_numeric_row(first) else 1
                 a = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
@@ -164,19 +167,29 @@ def load_data_file(path, d_in: int, d_out: int):
             raise ValueError(f"data file {path!r} must end in .npz, .npy or .csv")
     except FileNotFoundError:
         raise ValueError(f"data file {path!r} does not exist") from None
-    except (OSError, ValueError) as exc:
+    except IsADirectoryError:
+        raise ValueError(f"data file {path!r} is a directory") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, UnicodeDecodeError, KeyError) as exc:
         if str(exc).startswith(repr(path)) or "must" in str(exc):
             raise
-        raise ValueError(f"cannot read data file {path!r}: {exc}") from None
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+        raise ValueError(f"cannot read data file {path!r} ({type(exc).__name__}: {str(exc)[:120]})") from None
+    x, y = np.asarray(x), np.asarray(y)
+    for name, a in (("x", x), ("y", y)):
+        if np.iscomplexobj(a):
+            raise ValueError(f"{path!r}: {name} holds complex numbers; mlpsim trains on real data")
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise ValueError(f"{path!r}: {name} is not numeric (dtype {a.dtype})")
+    x = x.astype(np.float64)
+    y = y.astype(np.float64)
     if x.ndim == 1:
         x = x[:, None]
     if y.ndim == 1:
         y = y[:, None]
-    if x.shape[0] != y.shape[0] or x.shape[1] != d_in or y.shape[1] != d_out:
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != d_in or y.shape[1] != d_out:
         raise ValueError(f"{path!r}: x {x.shape} and y {y.shape} do not match the network "
-                         f"(d_in = {d_in}, d_out = {d_out}) or each other")
+                         f"(x (n, {d_in}), y (n, {d_out})) or each other")
+    if x.shape[0] == 0:
+        raise ValueError(f"{path!r} holds no data points")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError(f"{path!r} contains NaN or Inf")
     return x, y

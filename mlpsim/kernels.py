@@ -4,7 +4,7 @@ Contract
 --------
 Kernels take arrays and scalars only, write into preallocated outputs, read no
 globals except the compile-time constants below, and validate nothing: the
-Python API in :mod:`mlpsim.model` and :mod:`mlpsim.train` checks shapes and
+Python API in :mod:`mlpsim.model` and :mod:`mlpsim.training` checks shapes and
 dtypes before calling them.
 
 Notation (shapes in comments)

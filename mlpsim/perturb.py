@@ -480,7 +480,7 @@ def continue_training(net: MLP, train_config, x, y, theta_edited, theta_unedited
     10 % of the unedited one (``recovery_step``, None if never), and the final
     distance in weights and in function (grid MSE) between the two.
     """
-    from .train import Ensemble
+    from .training import Ensemble
     if not (isinstance(steps, (int, np.integer)) and steps >= 1):
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     ens = Ensemble(net, train_config, x, y, np.stack([theta_edited, theta_unedited]))

@@ -38,8 +38,8 @@ import numpy as np
 
 from .config import Config, ConfigError
 from .errors import unknown_name_message
-from .store import (RunError, atomic_write_bytes, atomic_write_json, load_run, now, read_json, to_jsonable,
-                    versions)
+from .store import atomic_write_bytes, atomic_write_json, now, to_jsonable, versions
+from .training import obtain_run
 
 
 @dataclass(frozen=True)
@@ -111,34 +111,6 @@ def run_path(config: Config, runs_dir=None) -> Path:
     return Path(runs_dir or default_runs_dir()) / config.sha256()[:16]
 
 
-def obtain_run(config: Config, run_dir, progress=None, log=print):
-    """The finished run of ``config`` in ``run_dir``: reused, resumed or trained.
-
-    A complete run with the same configuration is reused (and said so); an
-    unfinished one is resumed; a run with another configuration is an error.
-    """
-    from .train import train
-    run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "manifest.json").exists():
-        raise RunError(f"{str(run_dir)!r} exists but holds no mlpsim run; delete it or choose another folder")
-    if (run_dir / "manifest.json").exists():
-        old = Config.from_dict(read_json(run_dir / "config.json")).to_dict()
-        if old != config.to_dict():
-            raise RunError(f"{str(run_dir)!r} holds a run with a different configuration; "
-                           "choose another folder, or pass --run to analyse that run as it is")
-        manifest = read_json(run_dir / "manifest.json")
-        if manifest["status"] == "complete":
-            log(f"reusing the finished run in {run_dir} (same configuration; nothing trained)")
-            return load_run(run_dir)
-        if manifest["status"] == "failed":
-            raise RunError(f"the run in {str(run_dir)!r} failed ({manifest.get('reason')}); delete it to "
-                           "train again")
-        log(f"resuming the unfinished run in {run_dir}")
-        return train(config, run_dir, resume=True, progress=progress)
-    log(f"training into {run_dir}")
-    return train(config, run_dir, progress=progress)
-
-
 def find_or_train(config: Config, runs_dir=None, progress=None, log=print):
     """:func:`obtain_run` in the runs folder, at the place named by ``config``'s hash."""
     return obtain_run(config, run_path(config, runs_dir), progress=progress, log=log)
@@ -194,12 +166,14 @@ def default_configs(name: str, scale: float = 1.0) -> dict:
 
 
 def _validate(configs: dict):
-    from .train import build_net
+    from .store import check_memory
+    from .training import build_net
     if not configs:
         raise ConfigError("the study has no runs to analyse")
     for label, cfg in configs.items():
         if not isinstance(cfg, Config):
             raise ConfigError(f"run {label!r}: expected a Config, got {type(cfg).__name__}")
+        check_memory(cfg)
         build_net(cfg)
 
 

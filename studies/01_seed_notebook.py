@@ -40,7 +40,7 @@ def analyse(runs) -> dict:
     hist = analysis.histograms(run.params, idx)
     mom = analysis.moments(run.params, idx)
     C = len(run.steps)
-    picks = np.unique(np.linspace(0, C - 1, min(C, 16)).round().astype(int))
+    picks = analysis.pick_checkpoints(C, 16)
     return {"run": run, "steps": np.asarray(run.steps), "edges": hist["edges"],
             "counts": hist["counts"], "below": hist["below"], "above": hist["above"],
             "variance": mom["var"], "picks": picks,

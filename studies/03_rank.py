@@ -56,7 +56,7 @@ def analyse_run(run, seed=0, n_points=101, n_inputs=1000) -> dict:
     net, P = run.net, run.params
     E, C, _ = P.shape
     steps = np.asarray(run.steps)
-    picks = np.unique(np.linspace(0, C - 1, min(C, n_points)).round().astype(int))
+    picks = analysis.pick_checkpoints(C, n_points)
     sub = np.asarray(P[:, picks], dtype=np.float64)
     shuffled = analysis.shuffle_within_layers(sub, net, seed)
     matched = analysis.matched_random(sub, net, seed + 1)

@@ -62,8 +62,8 @@ def analyse(runs) -> dict:
             dW = net.view(d, f"W{l + 1}")   # (C, out, in): change of the weights into each neuron
             per_position[e, :, l, :dW.shape[1]] = np.sqrt((dW ** 2).sum(axis=-1))
     dist = analysis.distance_from_init(P, net)
-    frames = np.unique(np.linspace(0, C - 1, 6).round().astype(int))
-    gif_frames = np.unique(np.linspace(0, C - 1, min(C, 25)).round().astype(int))
+    frames = analysis.pick_checkpoints(C, 6)
+    gif_frames = analysis.pick_checkpoints(C, 25)
     grid = np.linspace(*run.config.data.x_range, 200)[:, None] if net.widths[0] == 1 else None
     acts = None
     if grid is not None:

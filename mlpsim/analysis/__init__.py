@@ -6,7 +6,7 @@ Parameters are chosen with :func:`select` through the network's layout.
 """
 from .distribution import (BINCOUNT_EDGES, hill_estimator, hill_over_training, histograms,
                            moments, QUANTILES)
-from .selection import select, selection_names
+from .selection import pick_checkpoints, select, selection_names
 from .trajectory import distance_from_init, normalize, relative_change, ensemble_stats
 from .spectra import (MIN_EIGENVALUES, RANK_MEASURES, compare_tail_models, matched_random, powerlaw_fit,
                       rank_measures, shuffle_within_layers, singular_values, spectral_stats)
@@ -23,4 +23,4 @@ __all__ = ["BINCOUNT_EDGES", "QUANTILES", "histograms", "moments", "hill_estimat
            "hidden_activations", "representation_ranks", "align", "permute_hidden", "edge_table",
            "edge_distances", "correlation_by_distance", "fit_decay", "input_pair_correlation",
            "PAIR_CATEGORIES", "pair_categories", "mean_r2_by_category", "fit_power", "run_metrics",
-           "compare_tail_models"]
+           "compare_tail_models", "pick_checkpoints"]

@@ -148,7 +148,8 @@ def hill_over_training(params, idx, checkpoints=None, k=None, n_boot=200, seed=0
     """
     E, C, _ = np.shape(params)
     if checkpoints is None:
-        checkpoints = np.unique(np.linspace(0, C - 1, min(C, 101)).round().astype(int))
+        from .selection import pick_checkpoints
+        checkpoints = pick_checkpoints(C, 101)
     checkpoints = np.asarray(checkpoints, dtype=np.int64)
     if checkpoints.size and (checkpoints.min() < 0 or checkpoints.max() >= C):
         raise ValueError(f"checkpoint indices must lie in [0, {C - 1}]")

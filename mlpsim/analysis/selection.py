@@ -1,4 +1,5 @@
-"""Choosing parameters through the layout: all, weights, biases, a layer, a block."""
+"""Choosing what to analyse: parameters through the layout (all, weights, biases, a layer, a
+block), and evenly spread checkpoints."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,3 +46,10 @@ def select(net: MLP, which="all") -> np.ndarray:
         return np.arange(net.entry(which).offset, net.entry(which).offset + net.entry(which).size)
     from ..errors import unknown_name_message
     raise ValueError(unknown_name_message("selection", which, selection_names(net)))
+
+
+def pick_checkpoints(n_checkpoints: int, n: int) -> np.ndarray:
+    """Up to ``n`` checkpoint indices spread evenly from the first to the last (both included)."""
+    if n_checkpoints < 1 or n < 1:
+        raise ValueError(f"need at least one checkpoint and one pick, got {n_checkpoints} and {n}")
+    return np.unique(np.linspace(0, n_checkpoints - 1, min(n_checkpoints, n)).round().astype(np.int64))

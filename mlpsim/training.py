@@ -8,7 +8,6 @@ now and then, and reacts to Ctrl-C. See :mod:`mlpsim.store` for the files.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +20,9 @@ from .config import PRESETS, Config, ConfigError, preset
 from .data import draw_inputs, load_data_file, target_function
 from .init import init_params as draw_init_params
 from .model import MLP
-from .store import (FORMAT_VERSION, NpyRows, Run, RunError, atomic_save_npy, atomic_save_npz,
-                    atomic_write_json,
-                    host_info, load_run, now, read_json, versions)
+from .progress import Progress
+from .store import (Run, RunError, RunWriter, WriteLock, check_disk, check_memory, clear_run_dir, inspect_run,
+                    is_run_dir, load_npz, load_run, load_xy, read_json)
 
 
 class TrainingDiverged(RuntimeError):
@@ -152,14 +151,28 @@ def _call_target(fn, x, d_out):
     return y
 
 
-def disk_bytes(config: Config, net: MLP) -> int:
-    """Approximate size of the run directory in bytes."""
-    t = config.train
-    E, C, P = t.instances, len(t.schedule()), net.n_params
-    item = np.dtype(t.dtype).itemsize
-    d_in, d_out = net.widths[0], net.widths[-1]
-    return (E * C * P * item + E * C * 8 + E * t.steps * 8 + C * 8
-            + config.data.n * (d_in + d_out) * 8 + 3 * E * P * item + 8192)
+def estimate_seconds(config: Config, threads=None, steps: int = 20) -> tuple:
+    """``(seconds, per_step)``: the training time of ``config`` on this machine, measured now.
+
+    Runs ``steps`` full-batch steps of the real network and data (after a
+    warm-up step that loads or compiles the kernels), scaled to the whole run.
+    The checkpoint writes are not included (they are small next to the steps).
+    """
+    import numba as _numba
+    net = build_net(config)
+    x, y, _, _ = training_data(config, net)
+    before = _numba.get_num_threads()
+    if threads is not None:
+        _numba.set_num_threads(threads)
+    try:
+        ens = Ensemble(net, config.train, x, y, initial_params(config, net))
+        ens.run(1)
+        t0 = time.perf_counter()
+        ens.run(steps)
+        per_step = (time.perf_counter() - t0) / steps
+    finally:
+        _numba.set_num_threads(before)
+    return per_step * config.train.steps, per_step
 
 
 class Ensemble:
@@ -220,76 +233,33 @@ class Ensemble:
 
 
 class _Trainer:
-    """State of one training process over one run directory."""
+    """One training process over one run directory: the ensemble, the schedule, and where it is.
 
-    def __init__(self, config: Config, net: MLP, out: Path, x, y, thetas0, x_test=None, y_test=None):
-        self.config, self.net, self.out = config, net, out
+    The files are written by :class:`mlpsim.store.RunWriter`; this class only
+    decides what to write when.
+    """
+
+    def __init__(self, config: Config, net: MLP, writer: RunWriter, x, y, thetas0, x_test=None, y_test=None):
+        self.config, self.net, self.writer = config, net, writer
+        self.out = writer.out
         self.x_test, self.y_test = x_test, y_test
-        t = config.train
-        self.dtype = np.dtype(t.dtype)
-        self.schedule = t.schedule()
-        self.E, self.P, self.C = t.instances, net.n_params, len(self.schedule)
-        self.ens = Ensemble(net, t, x, y, thetas0)
+        self.schedule = writer.schedule
+        self.E, self.P, self.C = config.train.instances, net.n_params, len(self.schedule)
+        self.ens = Ensemble(net, config.train, x, y, thetas0)
         self.diverged = []
         self.checkpoint = 0  # index of the last checkpoint whose parameters are in ens.thetas
         self.loss_known = 0  # index of the last checkpoint whose loss has been written
 
-    # -------------------------------------------------------------- files
-    def create_files(self, masks_used, explicit):
-        out, cfg = self.out, self.config
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", cfg.to_dict())
-        x, y = self.ens.X.T.astype(np.float64), self.ens.Y.T.astype(np.float64)
-        atomic_save_npz(out / "data.npz", x=x, y=y)
-        if masks_used:
-            atomic_save_npz(out / "masks.npz", **{f"mask_{l + 1}": m for l, m in enumerate(self.net.masks)
-                                                  if m is not None})
-        if explicit:
-            atomic_save_npy(out / "init_params.npy", self.ens.thetas)
-        if self.x_test is not None:
-            atomic_save_npz(out / "test.npz", x=self.x_test, y=self.y_test)
-        atomic_save_npy(out / "steps.npy", self.schedule)
-        self.manifest = {
-            "format_version": FORMAT_VERSION, "status": "running", "reason": "",
-            "checkpoints_written": 0, "checkpoints_total": self.C,
-            "steps_done": 0, "steps_total": cfg.train.steps,
-            "instances": self.E, "n_params": self.P, "dtype": cfg.train.dtype,
-            "config_sha256": cfg.sha256(), "versions": versions(), "host": host_info(),
-            "engine": {"chunk": kernels.CHUNK, "lanes": kernels.LANES}, "diverged": [],
-            "started": now(), "updated": now(), "finished": None,
-        }
-        atomic_write_json(out / "manifest.json", self.manifest)
-        self.open_arrays(create=True)
-
-    def open_arrays(self, create: bool):
-        E, C, P, S = self.E, self.C, self.P, self.config.train.steps
-        self.params_f = NpyRows(self.out / "params.npy", (E, C, P), self.dtype, create=create)
-        self.loss_f = NpyRows(self.out / "loss.npy", (E, C), np.float64, fill=np.nan, create=create)
-        self.loss_steps_f = NpyRows(self.out / "loss_steps.npy", (E, S), np.float64, fill=np.nan,
-                                    create=create)
-        self.test_loss_f = (NpyRows(self.out / "test_loss.npy", (E, C), np.float64, fill=np.nan, create=create)
-                            if self.x_test is not None else None)
-
-    def _files(self):
-        return [f for f in (self.params_f, self.loss_f, self.loss_steps_f, self.test_loss_f) if f is not None]
-
-    def close(self):
-        for f in self._files():
-            f.close()
-
-    def resume_from_disk(self):
-        self.manifest = read_json(self.out / "manifest.json")
+    def resume_from(self, state: dict):
         ens = self.ens
-        with np.load(self.out / "state.npz") as z:
-            ens.thetas[...] = z["thetas"]
-            ens.state1[...] = z["state1"]
-            ens.state2[...] = z["state2"]
-            ens.active[...] = z["active"]
-            self.checkpoint = int(z["checkpoint"])
+        ens.thetas[...] = state["thetas"]
+        ens.state1[...] = state["state1"]
+        ens.state2[...] = state["state2"]
+        ens.active[...] = state["active"]
+        self.checkpoint = int(state["checkpoint"])
         self.loss_known = self.checkpoint  # a saved state's checkpoint loss was filled in by its commit
         ens.step = int(self.schedule[self.checkpoint])
-        self.diverged = list(self.manifest.get("diverged", []))
-        self.open_arrays(create=False)
+        self.diverged = list(self.writer.manifest.get("diverged", []))
 
     def commit(self, status="running", reason="", save_state=True, include_last=True):
         """Make checkpoints up to ``self.checkpoint`` durable, then record them.
@@ -301,53 +271,51 @@ class _Trainer:
         (the newest one's loss is known once the next interval has run, or once
         a commit filled it in).
         """
-        for f in self._files():
-            f.sync()
-        if save_state:
-            ens = self.ens
-            atomic_save_npz(self.out / "state.npz", thetas=ens.thetas, state1=ens.state1,
-                            state2=ens.state2, active=ens.active, checkpoint=np.int64(self.checkpoint))
+        ens = self.ens
+        state = (dict(thetas=ens.thetas, state1=ens.state1, state2=ens.state2, active=ens.active,
+                      checkpoint=np.int64(self.checkpoint)) if save_state else None)
         last = self.checkpoint if include_last else min(self.checkpoint, self.loss_known)
-        self.manifest.update(status=status, reason=reason, checkpoints_written=last + 1,
-                             steps_done=int(self.schedule[last]), diverged=self.diverged,
-                             updated=now(), host=host_info())
-        if status != "running":
-            self.manifest["finished"] = now()
-        atomic_write_json(self.out / "manifest.json", self.manifest)
+        self.writer.commit(last, status=status, reason=reason, state=state, diverged=self.diverged)
 
-    # -------------------------------------------------------------- compute
     def write_checkpoint(self, c: int, loss: np.ndarray):
         rows = self.ens.thetas.copy()
         rows[self.ens.active == 0] = np.nan
-        for e in range(self.E):
-            self.params_f.write((e, c), rows[e])
-            self.loss_f.write((e, c), loss[e:e + 1])
-        if self.test_loss_f is not None:
+        self.writer.write_params(c, rows)
+        self.writer.write_loss(c, loss)
+        if self.x_test is not None:
             test = np.full(self.E, np.nan)
             live = self.ens.active == 1
             if live.any():
                 yhat = self.net.forward(self.ens.thetas[live], self.x_test)  # (E', n_test, d_out)
                 test[live] = np.mean((yhat - self.y_test) ** 2, axis=(1, 2))
-            for e in range(self.E):
-                self.test_loss_f.write((e, c), test[e:e + 1])
+            self.writer.write_loss(c, test, test=True)
         self.checkpoint = c
 
-    def find_divergence(self, c: int, losses: np.ndarray, was_active: np.ndarray) -> list:
-        """``(instance, step, loss)`` for each instance that became non-finite in interval c."""
-        s0 = int(self.schedule[c - 1])
+    def find_divergence(self, c: int, losses: np.ndarray, was_active: np.ndarray, s0: int) -> list:
+        """``(instance, step, loss)`` for each instance that became non-finite in the piece of
+        interval ``c`` that starts at step ``s0`` (``losses`` are that piece's)."""
         found = []
-        for e in np.flatnonzero(was_active):
+        for e in np.flatnonzero(was_active & (self.ens.active == 1)):
             bad = np.flatnonzero(~np.isfinite(losses[e]))
             if bad.size:
                 found.append((int(e), s0 + int(bad[0]), float(losses[e, bad[0]])))
             elif not np.all(np.isfinite(self.ens.thetas[e])):
-                found.append((int(e), int(self.schedule[c]), float("nan")))
+                found.append((int(e), s0 + losses.shape[1], float("nan")))
         return found
+
+
+#: Steps run by one call of the compiled kernel at most: a longer checkpoint interval is run in
+#: pieces, so that the losses it returns, (instances, steps), stay small.
+MAX_PIECE = 65536
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training was asked to stop (Ctrl-C, or a sweep's stop request); progress is committed."""
 
 
 def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, target=None,
           resume: bool = False, overwrite: bool = False, progress=None, threads=None,
-          commit_seconds: float = 2.0) -> Run:
+          commit_seconds: float = 2.0, stop=None) -> Run:
     """Train an ensemble of networks and store the trajectory in a run directory.
 
     Parameters
@@ -368,16 +336,22 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
         ``data.target = "callable"`` (inputs are drawn as for named targets).
         A resumed run checks that it gives the stored data.
     resume : bool
-        Continue an interrupted run in ``out`` with the same configuration.
+        Continue an interrupted run in ``out`` with the same configuration (a
+        run killed before its first commit starts again from scratch).
     overwrite : bool
-        Delete an existing ``out`` first.
-    progress : bool, optional
-        Show a tqdm progress bar; default: when stderr is a terminal.
+        Replace an existing run in ``out`` (only a folder that holds nothing
+        but a run's files is deleted).
+    progress : bool or str, optional
+        True: a progress bar; False: nothing; None (default): a bar on a
+        terminal, plain lines every ~10 s elsewhere (see :mod:`mlpsim.progress`).
     threads : int, optional
         Numba threads to use; results do not depend on it.
     commit_seconds : float
         How often progress is made durable; a killed run loses at most this
         much work (never data that a commit recorded).
+    stop : callable, optional
+        Called at every commit; when it returns True the run stops as if
+        interrupted (status ``interrupted``, resumable). Sweeps use it.
 
     Returns
     -------
@@ -387,127 +361,165 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
     Raises
     ------
     ConfigError
-        Invalid configuration or inputs, before anything is written.
+        Invalid configuration or inputs, or a run too large for this machine's
+        memory, before anything is written.
     RunError
-        ``out`` exists and neither ``resume`` nor ``overwrite`` was given, or
-        ``resume`` was asked with a different configuration.
+        ``out`` exists and neither ``resume`` nor ``overwrite`` was given; the
+        existing run is invalid or has another configuration;
+        :class:`mlpsim.store.RunLocked` when another process writes it.
+    OSError
+        The disk cannot hold the run (checked before anything is written),
+        or another I/O failure.
     TrainingDiverged
         A loss or parameter became NaN/Inf (``train.on_divergence = "stop"``).
     """
     cfg = resolve_config(config, overrides)
     if target is not None and cfg.data.target != "callable":
-        cfg = cfg.replace(data={"target": "callable"})
-    net = build_net(cfg, masks)
-    thetas0 = initial_params(cfg, net, init_params)
-    x, y, x_test, y_test = training_data(cfg, net, target)
+        cfg = cfg.with_values({"data.target": "callable"})
     if threads is not None:
         if not (isinstance(threads, int) and not isinstance(threads, bool)
                 and 1 <= threads <= numba.config.NUMBA_NUM_THREADS):
             raise ConfigError(f"threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}], "
                               f"got {threads!r}")
-        numba.set_num_threads(threads)
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other")
     if not (isinstance(commit_seconds, (int, float)) and np.isfinite(commit_seconds) and commit_seconds > 0):
         raise ConfigError(f"commit_seconds (--commit-every) must be a finite number > 0, got {commit_seconds!r}")
+    need = check_memory(cfg, threads)  # before anything large is allocated
+    net = build_net(cfg, masks)
+    thetas0 = initial_params(cfg, net, init_params)
+    x, y, x_test, y_test = training_data(cfg, net, target)
+    if threads is not None:
+        numba.set_num_threads(threads)
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="mlpsim-run-"))
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{str(out)!r} is a file; a run needs a directory")
     existing = out.exists() and any(out.iterdir())
     if existing and not (resume or overwrite):
         raise RunError(f"output directory {str(out)!r} exists and is not empty; "
                        "pass --resume to continue it or --overwrite to replace it")
-    if resume and existing:
-        _check_resumable(out, cfg)
-        _check_same_data(out, x, y)
-        _check_same_masks(out, net)
-    masks_used = any(m is not None for m in net.masks)
-    explicit = init_params is not None or bool(cfg.model.init_params)
-
-    trainer = _Trainer(cfg, net, out, x, y, thetas0, x_test, y_test)
-    if resume and existing:
-        manifest = read_json(out / "manifest.json")
-        if manifest["status"] == "complete":
-            return load_run(out)
-        if not (out / "state.npz").exists():  # killed before the first commit
-            resume = False
-    if overwrite and existing:
-        if not ((out / "manifest.json").exists() or (out / "config.json").exists()):
-            raise RunError(f"--overwrite refuses to delete {str(out)!r}: it is not an mlpsim run directory")
-        shutil.rmtree(out)
-    if resume and existing:
-        trainer.resume_from_disk()
-    else:
-        trainer.create_files(masks_used, explicit)
-        trainer.write_checkpoint(0, trainer.ens.loss())
-        trainer.commit()
+    if existing and not is_run_dir(out):
+        raise RunError(f"{'--overwrite' if overwrite else '--resume'} refuses {str(out)!r}: it holds files "
+                       "that are not an mlpsim run's")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        _loop(trainer, progress, commit_seconds)
-    finally:
-        trainer.close()
+        lock = WriteLock(out).acquire()  # a second writer is refused from here on
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    try:
+        opened = _open_run(out, cfg, net, x, y, resume and existing, need)
+        if opened == "complete":
+            lock.release()
+            return load_run(out)
+        if opened == "new":
+            explicit = init_params is not None or bool(cfg.model.init_params)
+            writer, state = RunWriter.create(out, cfg, net, x, y, x_test, y_test, thetas0 if explicit else None), None
+        else:
+            writer, state = opened
+        trainer = _Trainer(cfg, net, writer, x, y, thetas0, x_test, y_test)
+        try:
+            if state is not None:
+                trainer.resume_from(state)
+            else:
+                trainer.write_checkpoint(0, trainer.ens.loss())
+                trainer.commit()
+            _loop(trainer, progress, commit_seconds, stop)
+        finally:
+            writer.close()
+    except BaseException:
+        lock.release()
+        if created and not (out / "manifest.json").exists():
+            shutil.rmtree(out, ignore_errors=True)  # nothing half-written is left to look like a run
+        raise
+    lock.release()
     return load_run(out)
+
+
+def _open_run(out: Path, cfg: Config, net: MLP, x, y, resume: bool, need: dict):
+    """``(writer, state)`` to continue a run; ``"new"`` when the caller creates it (the folder is
+    then empty but for the lock, and the disk has room); ``"complete"`` when nothing is left to do."""
+    # killed before its first commit: no manifest and no resume point yet, or a manifest that
+    # records no checkpoint (a missing manifest beside a state.npz is damage, not a young run)
+    half_created = resume and ((not (out / "manifest.json").exists() and not (out / "state.npz").exists())
+                               or ((out / "manifest.json").exists()
+                                   and read_json(out / "manifest.json").get("checkpoints_written") == 0))
+    if resume and not half_created:
+        manifest, old = inspect_run(out)
+        _check_same_config(out, old, cfg)
+        if manifest["status"] == "failed":
+            raise RunError(f"run {str(out)!r} failed ({manifest.get('reason')}); resuming would fail again; "
+                           "use --overwrite to start over")
+        _check_same_data(out, x, y, net)
+        _check_same_masks(out, net)
+        if manifest["status"] == "complete":
+            return "complete"
+        return RunWriter.reopen(out, cfg, net.n_params)
+    clear_run_dir(out)  # --overwrite, a half-created run, or a new folder (empty but for the lock)
+    check_disk(out, need["disk"])
+    return "new"
 
 
 def _check_same_masks(out: Path, net: MLP):
     stored = [None] * net.n_layers
     if (out / "masks.npz").exists():
-        with np.load(out / "masks.npz") as z:
-            stored = [z[f"mask_{l + 1}"] if f"mask_{l + 1}" in z.files else None for l in range(net.n_layers)]
+        z = load_npz(out / "masks.npz")
+        stored = [z.get(f"mask_{l + 1}") for l in range(net.n_layers)]
     for l, (a, b) in enumerate(zip(stored, net.masks)):
         if (a is None) != (b is None) or (a is not None and not np.array_equal(a, b)):
             raise RunError(f"cannot resume {str(out)!r}: the connectivity mask of layer {l + 1} differs "
                            "from the run's masks.npz")
 
 
-def _check_same_data(out: Path, x, y):
-    with np.load(out / "data.npz") as z:
-        if not (np.array_equal(z["x"], x) and np.array_equal(z["y"], y)):
-            raise RunError(f"cannot resume {str(out)!r}: the training data differ from the run's data.npz "
-                           "(a different target function or data file?)")
+def _check_same_data(out: Path, x, y, net: MLP):
+    sx, sy = load_xy(out / "data.npz", net.widths[0], net.widths[-1])
+    if not (np.array_equal(sx, x) and np.array_equal(sy, y)):
+        raise RunError(f"cannot resume {str(out)!r}: the training data differ from the run's data.npz "
+                       "(a different target function or data file?)")
 
 
-def _check_resumable(out: Path, cfg: Config):
-    old = Config.from_dict(read_json(out / "config.json")).to_dict()
-    manifest = read_json(out / "manifest.json")
-    if old != cfg.to_dict():
-        new = cfg.to_dict()
-        diffs = [f"{s}.{k}: run has {old.get(s, {}).get(k)!r}, requested {new[s][k]!r}"
-                 for s in new for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
+def _check_same_config(out: Path, old: Config, cfg: Config):
+    if old.to_dict() != cfg.to_dict():
+        a, b = old.to_dict(), cfg.to_dict()
+        diffs = [f"{s}.{k}: run has {a[s][k]!r}, requested {b[s][k]!r}"
+                 for s in b for k in b[s] if a[s][k] != b[s][k]]
         raise RunError(f"cannot resume {str(out)!r} with a different configuration: " + "; ".join(diffs))
-    if manifest["status"] == "failed":
-        raise RunError(f"run {str(out)!r} failed ({manifest.get('reason')}); "
-                       "resuming would fail again; use --overwrite to start over")
 
 
-def _loop(tr: _Trainer, progress, commit_seconds: float):
-    from tqdm.auto import tqdm
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bar = tqdm(total=int(tr.schedule[-1]), initial=int(tr.schedule[tr.checkpoint]), unit="step",
-               disable=not progress, desc=f"training {tr.E} net(s)", file=sys.stderr)
+def _loop(tr: _Trainer, progress, commit_seconds: float, stop=None):
+    bar = Progress(int(tr.schedule[-1]), int(tr.schedule[tr.checkpoint]), desc=f"training {tr.E} net(s)",
+                   progress=progress)
     last_commit = time.monotonic()
     at_checkpoint = True  # are tr.thetas exactly the parameters of tr.checkpoint?
     try:
         for c in range(tr.checkpoint + 1, tr.C):
             was_active = tr.ens.active.copy()
             at_checkpoint = False
-            s0 = int(tr.schedule[c - 1])
-            losses = tr.ens.run(int(tr.schedule[c]) - s0)
-            for e in range(tr.E):
-                tr.loss_steps_f.write((e, s0), losses[e])
-                # The first loss of an interval is the loss at the previous checkpoint.
-                tr.loss_f.write((e, c - 1), losses[e, :1])
-            tr.loss_known = c - 1
-            bad = tr.find_divergence(c, losses, was_active)
-            if bad:
-                _handle_divergence(tr, bad)
+            s0, s1 = int(tr.schedule[c - 1]), int(tr.schedule[c])
+            for a in range(s0, s1, MAX_PIECE):  # long intervals in pieces: the losses stay small
+                b = min(s1, a + MAX_PIECE)
+                losses = tr.ens.run(b - a)
+                tr.writer.write_loss_steps(a, losses)
+                if a == s0:  # the first loss of an interval is the loss at the previous checkpoint
+                    tr.writer.write_loss(c - 1, losses[:, 0])
+                    tr.loss_known = c - 1
+                bad = tr.find_divergence(c, losses, was_active, a)
+                if bad:
+                    _handle_divergence(tr, bad)
+                bar.update(b - a, loss=float(np.nanmedian(losses[:, -1]))
+                           if np.any(np.isfinite(losses[:, -1])) else float("nan"))
             tr.write_checkpoint(c, tr.ens.loss() if c == tr.C - 1 else np.full(tr.E, np.nan))
             at_checkpoint = True
-            bar.update(int(tr.schedule[c]) - s0)
             if time.monotonic() - last_commit >= commit_seconds and c < tr.C - 1:
                 _commit_with_loss(tr)
                 last_commit = time.monotonic()
+                if stop is not None and stop():
+                    raise Interrupted("stop requested")
         tr.commit(status="complete")
     except KeyboardInterrupt:
-        reason = "interrupted by the user; resume with --resume"
+        reason = "interrupted; continue it with the same command and --resume (train) or again (study, sweep)"
         if at_checkpoint:
             _commit_with_loss(tr, status="interrupted", reason=reason)
         else:  # mid-interval: keep the last saved resume point; the newest loss is unknown
@@ -532,8 +544,34 @@ def _handle_divergence(tr: _Trainer, bad: list):
 
 def _commit_with_loss(tr: _Trainer, status="running", reason=""):
     """Commit; first fill in the loss of the newest checkpoint (the next interval would give it)."""
-    loss = tr.ens.loss()
-    for e in range(tr.E):
-        tr.loss_f.write((e, tr.checkpoint), loss[e:e + 1])
+    tr.writer.write_loss(tr.checkpoint, tr.ens.loss())
     tr.loss_known = tr.checkpoint
     tr.commit(status=status, reason=reason)
+
+
+def obtain_run(config: Config, run_dir, progress=None, log=print, stop=None):
+    """The finished run of ``config`` in ``run_dir``: reused, resumed or trained.
+
+    A complete run with the same configuration is reused (and said so); an
+    unfinished or half-created one is resumed; a run with another configuration
+    or a corrupt one is an error naming the problem. ``stop`` is passed to
+    :func:`mlpsim.train`.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not is_run_dir(run_dir):
+        raise RunError(f"{str(run_dir)!r} exists but holds no mlpsim run; delete it or choose another folder")
+    if (run_dir / "manifest.json").exists():
+        manifest, old = inspect_run(run_dir, arrays=False)
+        if old.to_dict() != config.to_dict():
+            raise RunError(f"{str(run_dir)!r} holds a run with a different configuration; "
+                           "choose another folder, or pass --run to analyse that run as it is")
+        if manifest["status"] == "complete":
+            log(f"reusing the finished run in {run_dir} (same configuration; nothing trained)")
+            return load_run(run_dir)
+        if manifest["status"] == "failed":
+            raise RunError(f"the run in {str(run_dir)!r} failed ({manifest.get('reason')}); delete it to "
+                           "train again")
+        log(f"resuming the unfinished run in {run_dir}")
+        return train(config, run_dir, resume=True, progress=progress, stop=stop)
+    log(f"training into {run_dir}")
+    return train(config, run_dir, resume=run_dir.exists(), progress=progress, stop=stop)
