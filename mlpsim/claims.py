@@ -43,12 +43,15 @@ statements name; their docstrings say how.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from . import analysis, stats
+from .analysis.distribution import excess_kurtosis
+from .analysis.selection import weight_layers
 from .errors import ClaimError, unknown_name_message
 from .model import MLP
 from .store import to_jsonable
@@ -142,6 +145,7 @@ class Row:
     direction: str = ""
     status: str = ""
     k: int = 0
+    big: bool = False             # does the effect reach the claim's size, in its direction?
 
     def subset(self, idx) -> "Row":
         pick = (lambda a: None if a is None else np.asarray(a)[idx])
@@ -224,6 +228,7 @@ class Trajectory:
     source: str = "arrays"
     instances: np.ndarray = None  # indices into the run's instances
     train_config: object = None
+    init_scheme: str = None       # the initialization scheme, when known (exact nulls of the initial distribution)
 
     def __post_init__(self):
         p = np.asarray(self.params, dtype=np.float64)
@@ -243,7 +248,7 @@ class Trajectory:
     def subset(self, idx) -> "Trajectory":
         idx = np.asarray(idx)
         return Trajectory(self.net, self.params[idx], self.x, self.y, self.source,
-                          np.asarray(self.instances)[idx], self.train_config)
+                          np.asarray(self.instances)[idx], self.train_config, self.init_scheme)
 
 
 def as_trajectory(run, checkpoint: int = -1) -> Trajectory:
@@ -271,8 +276,9 @@ def as_trajectory(run, checkpoint: int = -1) -> Trajectory:
         raise ClaimError(f"run {str(run.path)!r}: every instance diverged; nothing to judge")
     params = np.asarray(run.params[healthy][:, [0, checkpoint % C]], dtype=np.float64)
     x, y = run.data()
+    explicit = bool(run.config.model.init_params) or (Path(run.path) / "init_params.npy").exists()
     return Trajectory(run.net, params, x, y, source=str(run.path), instances=healthy,
-                      train_config=run.config.train)
+                      train_config=run.config.train, init_scheme=None if explicit else run.config.model.init)
 
 
 # ----------------------------------------------------------------- helpers
@@ -303,26 +309,6 @@ def _median(v) -> float:
     v = np.asarray(v, dtype=np.float64)
     v = v[np.isfinite(v)]
     return float(np.median(v)) if v.size else math.nan
-
-
-def weight_layers(net: MLP):
-    """(name, layout entry, flat indices of the present weights) for each weight matrix."""
-    out = []
-    for e in net.layout:
-        if e.kind == "weight":
-            present = np.flatnonzero(net.free[e.slice]) + e.offset
-            out.append((e.name, e, present))
-    return out
-
-
-def excess_kurtosis(v) -> np.ndarray:
-    """m4 / m2^2 - 3 along the last axis (the project's definition; population moments)."""
-    v = np.asarray(v, dtype=np.float64)
-    d = v - v.mean(axis=-1, keepdims=True)
-    m2 = (d ** 2).mean(axis=-1)
-    m4 = (d ** 4).mean(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return m4 / m2 ** 2 - 3.0
 
 
 def _rng(seed: int, *key) -> np.random.Generator:
@@ -364,6 +350,7 @@ def judge_layers(rows: list, claim: Claim, level: float) -> dict:
         r.direction = ("up" if r.p_up_all < r.p_down_all else "down" if r.p_down_all < r.p_up_all
                        else ("up" if med > 0 else "down" if med < 0 else "none"))
         big = math.isfinite(med) and abs(med) >= claim.min_effect and np.sign(med) == (1 if r.direction == "up" else -1)
+        r.big = bool(big)
         if r.p_holm < level and big:
             r.status = "holds" if r.direction == claim.direction else "reversed"
         else:
@@ -374,8 +361,12 @@ def judge_layers(rows: list, claim: Claim, level: float) -> dict:
         layer_status = ("holds" if "holds" in st and "reversed" not in st else
                         "reversed" if "reversed" in st and "holds" not in st else
                         "mixed" if "holds" in st else "no evidence")
-        p_for = min((r.p_holm if r.direction == claim.direction else 1.0) for r in judged if r.layer == name)
-        p_against = min((r.p_holm if r.direction not in (claim.direction, "none") else 1.0)
+        # the p-value at which this matrix holds (or is reversed): rows that go that way *and* reach the
+        # effect size; a significant row with too small an effect does not count
+        p_for = min((r.p_holm if r.status == "holds" or (r.direction == claim.direction and r.big) else 1.0)
+                    for r in judged if r.layer == name)
+        p_against = min((r.p_holm if r.status == "reversed" or (r.direction not in (claim.direction, "none")
+                                                                and r.big) else 1.0)
                         for r in judged if r.layer == name)
         layers.append({"layer": name, "status": layer_status, "p_for": p_for, "p_against": p_against})
     J = len(layers)
@@ -461,6 +452,11 @@ def evaluate(name: str, run, *, level: float = LEVEL, seed: int = 0, checkpoint:
                        f"correction over matrices): inconclusive by design. Train more instances "
                        f"(e.g. --set train.instances=20).", {}, seeds, level, source, dict(options))
     rows = claim.measure_rows(traj, seed=seed, **options)
+    too_few = _too_few_for_the_family(claim, rows, E, level, stability)
+    if too_few:
+        return Verdict(claim.name, claim.statement, "inconclusive", math.nan, claim.effect_name,
+                       (math.nan, math.nan), math.nan, claim.test, E, tuple(r.table_row() for r in rows), too_few,
+                       {}, seeds, level, source, dict(options))
     result = claim.judge(rows, claim, level)
     if "effect" in result:
         effect, ci = result["effect"], result["ci"]
@@ -492,6 +488,26 @@ def evaluate(name: str, run, *, level: float = LEVEL, seed: int = 0, checkpoint:
     return Verdict(claim.name, claim.statement, status, effect, claim.effect_name, ci, result["p_value"],
                    claim.test, E, table, reason, stab, seeds, level, source,
                    {k: v for k, v in options.items()})
+
+
+def _too_few_for_the_family(claim: Claim, rows: list, E: int, level: float, stability: bool) -> str:
+    """A reason when no outcome could pass: the best sign-test p-value of the instances (of each
+    half, with the stability check) times the number of tests (Holm's first step) is not below
+    the level. Empty when the test can decide."""
+    if claim.test_kind not in ("sign", "sign_and_count_down"):
+        return ""
+    m = sum(r.judged for r in rows)
+    n = E // 2 if stability else E
+    if m == 0 or 2 * 0.5 ** n * m < level:
+        return ""
+    need = 1
+    while 2 * 0.5 ** need * m >= level:
+        need += 1
+    need_total = 2 * need if stability else need
+    return (f"{E} instance(s) judged; {'each half of the stability check has' if stability else 'that is'} {n}, "
+            f"and the smallest two-sided sign-test p-value of {n} instances, {2 * 0.5 ** n:.2g}, cannot pass Holm "
+            f"over this network's {m} tests at level {level:g}: inconclusive by design. Train at least "
+            f"{need_total} instances.")
 
 
 def _layer_reason(result: dict, rows: list, claim: Claim, what_holds: str, what_reverses: str) -> str:
@@ -596,21 +612,46 @@ def _tails_rows(traj: Trajectory, seed: int = 0, n_null: int = 1000) -> list:
                             note=f"{idx.size} weights: their kurtosis cannot exceed "
                                  f"{max_excess_kurtosis(idx.size):.2g}"))
             continue
-        w0 = W[:, 0]
-        sd = w0.std(axis=-1, keepdims=True)
-        if np.any(sd == 0):
+        if np.any(W[:, 0].std(axis=-1) == 0):
             rows.append(Row(name, "excess_kurtosis", k[:, 0], k[:, 1], nan, judged=False,
                             note="constant weights at initialization"))
             continue
-        # The null: n values drawn from this matrix's initial distribution, pooled over
-        # instances after standardizing each (kurtosis is scale-free; pooling gives the
-        # distribution, not one draw of it).
-        pool = ((w0 - w0.mean(axis=-1, keepdims=True)) / sd).ravel()
-        draws = pool[_rng(seed, 1, j).integers(0, pool.size, size=(int(n_null), idx.size))]
-        null = np.broadcast_to(excess_kurtosis(draws), (E, int(n_null)))
-        rows.append(Row(name, "excess_kurtosis", k[:, 0], k[:, 1], k[:, 1] - np.median(null[0]),
-                        stats.mc_p_value(k[:, 1], null, "greater"), stats.mc_p_value(k[:, 1], null, "less")))
+        null, exact = _kurtosis_null(traj, j, entry, idx, seed, int(n_null))  # (E, n_null)
+        rows.append(Row(name, "excess_kurtosis", k[:, 0], k[:, 1], k[:, 1] - np.median(null, axis=1),
+                        stats.mc_p_value(k[:, 1], null, "greater"), stats.mc_p_value(k[:, 1], null, "less"),
+                        note="" if exact else "approximate null (initialization scheme unknown)"))
     return rows
+
+
+def _kurtosis_null(traj: Trajectory, j: int, entry, idx, seed: int, n_null: int) -> tuple:
+    """Per instance, ``n_null`` kurtoses of fresh draws of this matrix's initial distribution.
+
+    With the initialization scheme known (a run's config), each draw is a fresh
+    initialization of the matrix: an exact null (kurtosis is scale-free, so the
+    scale does not matter). Otherwise (explicit initial parameters), values are
+    drawn from the instances' pooled initial weights, raw when their scales agree
+    (within 1.5x) and standardized per instance when they do not; that null is
+    approximate (standardizing by a sample's own SD shrinks small samples' kurtosis).
+    Every instance gets its own independent draws, so instances stay independent.
+    """
+    from .init import draw_weights
+    E, n = traj.n_instances, idx.size
+    present = np.flatnonzero(traj.net.free[entry.slice])
+    out = np.empty((E, n_null))
+    if traj.init_scheme is not None:
+        for e in range(E):
+            rng = _rng(seed, 1, j, e)
+            draws = np.stack([draw_weights(rng, entry.shape, traj.init_scheme, 1.0).reshape(-1)[present]
+                              for _ in range(n_null)]) if traj.init_scheme == "orthogonal" else \
+                draw_weights(rng, (n_null, entry.shape[0] * entry.shape[1]), traj.init_scheme, 1.0)[:, present]
+            out[e] = excess_kurtosis(draws)
+        return out, True
+    w0 = traj.params[:, 0][:, idx]
+    sd = w0.std(axis=-1)
+    pool = (w0 if sd.max() <= 1.5 * sd.min() else (w0 - w0.mean(axis=-1, keepdims=True)) / sd[:, None]).ravel()
+    for e in range(E):
+        out[e] = excess_kurtosis(pool[_rng(seed, 1, j, e).integers(0, pool.size, size=(n_null, n))])
+    return out, False
 
 
 register(Claim(
@@ -619,8 +660,9 @@ register(Claim(
               "not only of scale)",
     measure="per weight matrix (>= 16 weights) and instance, the excess kurtosis (m4/m2^2 - 3, scale-free) of "
             "the weights at the end, minus the median of its null",
-    null="the trained matrix's values look like a draw from its initial distribution: the kurtosis of as many "
-         "values drawn from the pooled, standardized initial weights of that matrix (1000 draws by default)",
+    null="the trained matrix's values look like a draw from its initial distribution: the kurtosis of fresh "
+         "initializations of that matrix with the run's scheme (1000 per instance by default; for explicit initial "
+         "parameters, draws from the instances' pooled initial weights, an approximate null)",
     test="per instance a Monte Carlo p-value in each direction; across instances the count test (instances "
          "beyond the 5 % tail against Binomial(n, 0.05)); Holm over matrices",
     rule="a matrix holds when its adjusted p < 0.05 and the median excess kurtosis lies >= 0.5 above the null's "
@@ -630,8 +672,8 @@ register(Claim(
     min_instances=16, direction="up", min_effect=0.5, effect_name="excess kurtosis above the null",
     measure_rows=_tails_rows, test_kind="count",
     judge=majority_judge(
-        "Per weight matrix and instance, the excess kurtosis at the end against its null, the kurtosis of as "
-        "many values drawn from the matrix's initial distribution (pooled over instances); count test across "
+        "Per weight matrix and instance, the excess kurtosis at the end against its null, the kurtosis of fresh "
+        "initializations of the matrix (its initial distribution); count test across "
         "instances (how many lie beyond their null's 5 % tail), Holm over {n_tests} matrices at level "
         "{level:g}; a shift of at least {claim.min_effect:g} to count.", "heavier tails", "lighter tails")))
 
@@ -710,14 +752,39 @@ register(Claim(
 
 
 # ----------------------------------------------------------------- edit robustness
-def _edit_rows(traj: Trajectory, seed: int = 0, budget=None, affected_r2: float = 0.01,
-               max_candidates: int = 400) -> list:
-    """Per instance and weight matrix, the R^2 lost to the worst single-weight edit."""
+def worst_single_edits(ev, net, theta, idx, budget, refine: int = 64):
+    """The worst training MSE reachable by editing one of the weights ``idx`` within ``budget``.
+
+    Every weight is tried at both ends of its budget (near a minimum the loss is
+    convex in one weight, so its worst edit is almost always at an end); the
+    ``refine`` most damaging are then searched on a grid of 16 values and 4
+    refinements. The result is a lower bound of the exhaustive search's, equal to
+    it wherever the worst edit of a weight lies at an end of its budget.
+    """
+    lo, hi = budget.interval(net, theta)
+    screen = ev.single_effects(np.repeat(idx, 2), np.stack([lo[idx], hi[idx]], axis=1).ravel(),
+                               grid=False)["train_mse"].reshape(-1, 2).max(axis=1)
+    worst = float(np.max(screen))
+    if refine:
+        cand = np.sort(idx[np.argsort(screen)[::-1][:int(refine)]])
+        table = ev.exhaustive_single(budget, n_values=16, n_refine=4, candidates=cand)
+        worst = max(worst, float(np.max(table["train_mse"])))
+    return worst
+
+
+def _edit_rows(traj: Trajectory, seed: int = 0, budget=None, affected_r2: float = 0.01, refine: int = 64,
+               max_points: int = None) -> list:
+    """Per instance and weight matrix, the R^2 lost to the worst single-weight edit
+    (:func:`worst_single_edits`); ``max_points`` evaluates on a seeded subset of the data."""
     from .perturb import Budget, Evaluator
     if traj.x is None or traj.y is None:
         raise ClaimError("edit_robustness needs the training data (x, y) to measure what an edit changes")
     budget = budget or Budget("layer_std", 0.1)
-    var_y = float(np.var(traj.y))
+    x, y = traj.x, traj.y
+    if max_points and x.shape[0] > max_points:
+        keep = np.sort(_rng(seed, 3).choice(x.shape[0], int(max_points), replace=False))
+        x, y = x[keep], y[keep]
+    var_y = float(np.var(y))
     if not var_y > 0:
         raise ClaimError("edit_robustness measures loss changes in units of the target's variance, "
                          "and this target is constant")
@@ -726,18 +793,14 @@ def _edit_rows(traj: Trajectory, seed: int = 0, budget=None, affected_r2: float 
     E = traj.n_instances
     loss = np.full((E, len(layers)), np.nan)  # (E, L): the R^2 lost to the worst edit of each matrix
     base = np.empty(E)
-    grid = traj.x[:: max(1, traj.x.shape[0] // 2000)]  # flips are not used here: a small grid
+    grid = x[:: max(1, x.shape[0] // 200)]  # flips are not used here: a small grid
     for e in range(E):
-        ev = Evaluator(net, traj.params[e, 1], traj.x, traj.y, grid=grid)
+        ev = Evaluator(net, traj.params[e, 1], x, y, grid=grid)
         base[e] = ev.base_mse / var_y
         for j, (name, entry, idx) in enumerate(layers):
-            if idx.size == 0:
-                continue
-            cand = idx
-            if max_candidates and idx.size > max_candidates:
-                cand = np.sort(_rng(seed, 3, e, j).choice(idx, int(max_candidates), replace=False))
-            table = ev.exhaustive_single(budget, n_values=32, n_refine=8, candidates=cand)
-            loss[e, j] = (float(np.max(table["train_mse"])) - ev.base_mse) / var_y
+            if idx.size:
+                loss[e, j] = (worst_single_edits(ev, net, traj.params[e, 1], idx, budget, refine)
+                              - ev.base_mse) / var_y
     rule = f"affected: the MSE rises by >= {affected_r2:g} x Var(y)"
     rows = [Row(name, "worst_edit_r2_loss", base, base + loss[:, j], loss[:, j], note=rule,
                 indicator=(loss[:, j] >= affected_r2).astype(float))
@@ -781,8 +844,8 @@ def _edit_judge(rows, claim, level):
     fragile = [r.layer for r in per if r.status == "fragile"]
     robust = [r.layer for r in per if r.status == "robust"]
     reason = (
-        f"Per instance, the worst single-weight edit within the budget (exhaustive search over each matrix's "
-        f"weights; {whole.note}). It affects the result in {whole.k} of {n} instances ({share:.0%}); exact "
+        f"Per instance, the worst single-weight edit within the budget (every weight of each matrix tried at "
+        f"both ends of its budget, the most damaging searched finely; {whole.note}). It affects the result in {whole.k} of {n} instances ({share:.0%}); exact "
         f"binomial test against 1/2 ('usually'), {p_text(whole.p_holm)}, and a share at most "
         f"{0.5 - claim.min_effect:.0%} (or at least {0.5 + claim.min_effect:.0%}) to count. Per matrix (Holm): "
         f"the worst edit affects most instances in {', '.join(fragile) or 'no matrix'} and leaves most "
@@ -796,7 +859,8 @@ register(Claim(
     name="edit_robustness",
     statement="adversarially changing a few weights usually does not affect the result",
     measure="per instance, the worst single-weight edit within the budget (default: 0.1 x the matrix's weight "
-            "std; exhaustive search over up to 400 seeded candidates per matrix) and the R^2 it costs on the "
+            "std; every weight tried at both ends of its budget, the 64 most damaging searched finely) and the "
+            "R^2 it costs on the "
             "training data; 'affected' when the MSE rises by >= 0.01 x Var(y)",
     null="the result is affected in half of the instances (the boundary of 'usually')",
     test="exact binomial test of the share of affected instances against 1/2; per matrix the same, Holm",
@@ -852,8 +916,10 @@ def _correlation_rows(traj: Trajectory, seed: int = 0, n_perm: int = 1000, n_boo
     null = {kind: np.empty((int(n_perm), n)) for kind, (_, n) in groups.items()}
     flips = _rng(seed, 4).random((int(n_perm), T.shape[0])) < 0.5
     for b, f in enumerate(flips):
-        a = _group_means(_pair_r2(np.where(f[:, None], I, T), iu, pairs_ok), groups)
-        c = _group_means(_pair_r2(np.where(f[:, None], T, I), iu, pairs_ok), groups)
+        # each mixed ensemble is standardized again, as the observed ones were: with f all
+        # False this reproduces the observed statistic exactly
+        a = _group_means(_pair_r2(_standardized_columns(np.where(f[:, None], I, T))[0], iu, pairs_ok), groups)
+        c = _group_means(_pair_r2(_standardized_columns(np.where(f[:, None], T, I))[0], iu, pairs_ok), groups)
         for kind in groups:
             null[kind][b] = a[kind][0] - c[kind][0]
     # bootstrap over instances (the same resampled instances for both ensembles): the
@@ -921,7 +987,11 @@ def _correlation_judge(rows, claim, level):
         run_length += 1
     d1 = next((r for r in dist if r.layer == "distance 1"), None)
     cats = [r.layer for r in rows if r.measure == "category" and r.status == "training adds correlation"]
-    if not sig:
+    if len(dist) < MIN_DECAY_DISTANCES:
+        status = "inconclusive"
+        why = (f"this network has pairs at {len(dist)} distance(s) only, and a decay law needs "
+               f"{MIN_DECAY_DISTANCES}: inconclusive by design (use a deeper network)")
+    elif not sig:
         status = "inconclusive"
         why = ("training adds no correlation beyond what aligning the initial ensemble already shows, at any "
                "distance: there is no damping to judge")
@@ -945,9 +1015,11 @@ def _correlation_judge(rows, claim, level):
         f"{', '.join(cats) or 'no pair category'}. " + why[0].upper() + why[1:] + ".")
     ci = (math.nan, math.nan)
     if d1 is not None and d1.boot is not None:
-        # basic (reverse-percentile) interval of a paired bootstrap over instances: resampling
-        # with replacement duplicates instances, which inflates every r^2, so the percentile
-        # interval would be shifted; the basic interval subtracts that shift
+        # basic (reverse-percentile) interval of a paired bootstrap over instances. Mean r^2 is
+        # biased upward (E r^2 ~ rho^2 + (1 - rho^2)^2 / (n - 1)), and resampling duplicates
+        # instances, which biases the replicates further; the basic interval reflects that shift
+        # about the estimate (measured coverage 0.92 for a mean over 50 pairs, n = 20), where the
+        # percentile interval covers far less (0.43)
         lo, hi = np.quantile(d1.boot, [0.025, 0.975])
         ci = (float(2 * d1.effect[0] - hi), float(2 * d1.effect[0] - lo))
     return {"status": status, "p_value": d1.p_holm if d1 else math.nan,

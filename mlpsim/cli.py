@@ -135,6 +135,28 @@ def cmd_study(args) -> int:
     for v in result["verdicts"]:
         print(v.headline() + (f"  [{v.label}]" if v.label else ""))
     print(f"figures ({len(result['paths'])} files) and data in {out}/; summary: {out / 'summary.md'}")
+    for page in result.get("explorers", []):
+        print(f"explorer: {page}")
+    if not args.no_report:
+        from .explore import build_report
+        report = build_report(out.parent / "report", [out.parent], log=lambda *a: None)
+        print(f"report: {report['index']} (every study output under {out.parent}/)")
+    return 0
+
+
+def cmd_explore(args) -> int:
+    from .explore import build_explorer
+    info = build_explorer(args.run, args.out, max_mb=args.max_mb)
+    print(f"explorer: {info['path']} ({info['bytes'] / 1e6:.1f} MB; {info['embedded']} of {info['checkpoints']} "
+          f"checkpoints embedded; run {info['status']})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .explore import build_report
+    report = build_report(args.out, args.sources or ["out"])
+    print(f"report: {report['index']} ({len(report['outputs'])} study outputs); "
+          f"the seed notebook walk-through: {report['notebook']}")
     return 0
 
 
@@ -195,6 +217,52 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_atlas(args) -> int:
+    from .atlas import ANSWER_MARKERS, SIZES, answers_table, run_atlas
+    from .store import fmt_bytes
+    if args.answers:
+        from .study import write_table_into
+        table = answers_table(args.answers)
+        if args.into:
+            write_table_into(args.into, table, ANSWER_MARKERS)
+            print(f"answers written into {args.into}")
+        else:
+            print(table)
+        return 0
+    if not args.out and not args.dry_run:
+        raise ConfigError("--out DIR is required (or use --dry-run)")
+    if args.size not in SIZES:
+        raise ConfigError(unknown_name_message("atlas size", args.size, SIZES))
+    from .config import preset
+    base = preset("seed").with_overrides(args.set) if args.set else None
+    result = run_atlas(args.out, size=args.size, only=args.only, workers=args.workers, scheduler=args.scheduler,
+                       dask_local=args.dask_local, dry_run=args.dry_run, seed=args.seed, base=base)
+    if args.dry_run:
+        built, est = result["built"], result["estimate"]
+        for c, cfg in built:
+            levels = ", ".join(f"{k}={v}" for k, v in c.levels.items())
+            print(f"{c.name:22s} {c.kind:13s} {levels}")
+        size = SIZES[args.size]
+        print(f"# {len(built)} conditions x {size.instances} instances, {size.steps} steps each "
+              f"({args.size} size): {len(built)} run directories")
+        print(f"# disk space: {fmt_bytes(est['disk'])}; time: about {_fmt_seconds(est['seconds'])} "
+              f"(calibrated on this machine, training and analysis, on the executor's workers)")
+        return 0
+    found = result["regularities"]
+    print(f"{sum(r['label'] == 'generic' for r in found)} generic, {sum(r['label'] == 'common' for r in found)} "
+          f"common, {sum(r['label'] == 'not generic' for r in found)} not generic regularities; "
+          f"summary: {Path(args.out) / 'summary.md'}")
+    if result["missing"]:
+        print(f"conditions not measured (yet): {', '.join(result['missing'])}; run again to continue")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run
+    run(seconds=args.seconds)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(prog="mlpsim", description="Reproducible small-network experiments.")
@@ -236,7 +304,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", metavar="DIR",
                    help="where runs live (found by their configuration's hash; default $MLPSIM_RUNS "
                         "or ~/.cache/mlpsim/runs)")
+    s.add_argument("--no-report", action="store_true",
+                   help="do not rebuild the report site (OUT/../report) at the end")
     s.set_defaults(func=cmd_study)
+
+    x = sub.add_parser("explore", help="write a run's explorer: one HTML page, offline, computed from its weights")
+    x.add_argument("--run", required=True, help="a run directory (a running or failed one shows what it has)")
+    x.add_argument("--out", required=True, help="the HTML file to write")
+    x.add_argument("--max-mb", type=float, default=4.0,
+                   help="size budget of the page (default 4): checkpoints are thinned evenly to fit")
+    x.set_defaults(func=cmd_explore)
+
+    r = sub.add_parser("report", help="one site of every study output under a folder, and the notebook walk-through")
+    r.add_argument("--out", required=True, help="the report folder to write")
+    r.add_argument("sources", nargs="*", help="folders to search for study outputs (default: out)")
+    r.set_defaults(func=cmd_report)
 
     v = sub.add_parser("verdict", help="judge a claim on a run (see --list)")
     v.add_argument("name", nargs="?", help="claim name")
@@ -258,6 +340,26 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a running Dask cluster")
     w.add_argument("--dask-local", type=int, metavar="N", help="start a Dask LocalCluster of N workers")
     w.set_defaults(func=cmd_sweep)
+
+    a = sub.add_parser("atlas", help="which regularities are generic? many conditions, judged together")
+    a.add_argument("--out", help="atlas folder (run directories, records, cells.csv, summary.md)")
+    a.add_argument("--size", default="default", help="tiny (seconds) | default (about an hour) | large (a cluster)")
+    a.add_argument("--only", action="append", metavar="FACTOR[=LEVEL,...]",
+                   help="restrict the design to these factors (and levels); repeatable")
+    a.add_argument("--seed", type=int, default=0, help="seed of the sampled combinations (default 0)")
+    a.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change the seed configuration the factors vary around (repeatable)")
+    a.add_argument("--dry-run", action="store_true", help="the conditions, runs, disk and a calibrated time estimate")
+    a.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    a.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a running Dask cluster")
+    a.add_argument("--dask-local", type=int, metavar="N", help="start a Dask LocalCluster of N workers")
+    a.add_argument("--answers", metavar="OUT", help="print the answers table of a finished atlas folder")
+    a.add_argument("--into", metavar="FILE.md", help="with --answers: write it between the answers markers")
+    a.set_defaults(func=cmd_atlas)
+
+    b = sub.add_parser("bench", help="this machine's GEMM peak and mlpsim's speed as a share of it (< 1 min)")
+    b.add_argument("--seconds", type=float, default=1.0, help="time per measurement (default 1)")
+    b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="describe a run directory")
     i.add_argument("run", help="run directory")

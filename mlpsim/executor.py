@@ -108,16 +108,17 @@ class Executor:
             self.cluster = None
 
     # ------------------------------------------------------------- running
-    def map(self, fn, jobs, on_result, shared_dir=None):
+    def map(self, fn, jobs, on_result, shared_dir=None, costs=None):
         """Run ``fn(job, stop)`` for every job; ``on_result(job, result, progress_text)`` as each ends.
 
         ``shared_dir``: a folder every worker can see (on Dask, the stop request travels as a
         file there: no extra connections from the workers, which works on any cluster).
+        ``costs``: relative costs of the jobs, for the ETA (default: all equal).
         """
         jobs = list(jobs)
         if not jobs:
             return
-        clock = _Eta(len(jobs), self.n_workers)
+        clock = _Eta(jobs, costs)
         if self.kind == "dask":
             if shared_dir is None:
                 raise ValueError("the Dask executor needs a shared folder for its stop requests")
@@ -136,7 +137,7 @@ class Executor:
         futures = {pool.submit(_local_task, fn, job): job for job in jobs}
         try:
             for fut in as_completed(futures):
-                on_result(futures[fut], _result(fut), clock.tick())
+                on_result(futures[fut], _result(fut), clock.tick(futures[fut]))
         except KeyboardInterrupt:
             stop_event.set()
             for fut in futures:
@@ -159,7 +160,7 @@ class Executor:
         by_key = {f.key: job for f, job in zip(futures, jobs)}
         try:
             for fut in as_completed(futures):
-                on_result(by_key[fut.key], _result(fut), clock.tick())
+                on_result(by_key[fut.key], _result(fut), clock.tick(by_key[fut.key]))
         except KeyboardInterrupt:
             # Dask cannot tell a queued task from a running one, and cancelling a running one
             # would leave its run half-committed: every task sees the stop file instead (queued
@@ -191,17 +192,21 @@ def _result(fut) -> dict:
 
 
 class _Eta:
-    """Overall progress of a batch of tasks: done/total, elapsed and an ETA."""
+    """Overall progress of a batch of tasks: done/total, elapsed, and an ETA weighted by the
+    jobs' relative costs (so that a batch that starts with its costliest jobs is not
+    predicted to take forever)."""
 
-    def __init__(self, total: int, workers: int):
-        self.total, self.workers, self.done, self.t0 = total, workers, 0, time.monotonic()
+    def __init__(self, jobs, costs=None):
+        costs = [1.0] * len(jobs) if costs is None else [float(c) for c in costs]
+        self.cost = {id(j): c for j, c in zip(jobs, costs)}
+        self.total, self.done_cost, self.t0 = sum(costs) or 1.0, 0.0, time.monotonic()
 
-    def tick(self) -> str:
+    def tick(self, job) -> str:
         from .progress import fmt_seconds
-        self.done += 1
+        self.done_cost += self.cost.get(id(job), 0.0)
         elapsed = time.monotonic() - self.t0
-        left = self.total - self.done
-        eta = f", ETA {fmt_seconds(elapsed / self.done * left)}" if left else ""
+        left = self.total - self.done_cost
+        eta = f", ETA {fmt_seconds(elapsed / self.done_cost * left)}" if left > 1e-9 and self.done_cost > 0 else ""
         return f" (elapsed {fmt_seconds(elapsed)}{eta})"
 
 

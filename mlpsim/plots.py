@@ -187,3 +187,82 @@ def animate_networks(net, thetas, labels, path, vmax=None, fps=4):
     anim.save(path, writer=PillowWriter(fps=fps))
     plt.close(fig)
     return path
+
+
+def atlas_heatmaps(out, conditions, per, found, claim_statuses) -> list:
+    """The atlas's pictures: an overview of how generic each regularity is, and one heat map per
+    observable (conditions x layers, colour = median change, + / - = significant up / down) and
+    one for the claims (conditions x claims, colour = status).
+
+    ``per``: ``{(condition, observable): {"layers": {layer: (direction, median, p)}}}`` as
+    :func:`mlpsim.atlas.condition_directions` returns it.
+    """
+    paths = []
+    if found:
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(found) + 1.5))
+        colors = {"generic": "tab:green", "common": "tab:orange", "not generic": "tab:gray"}
+        labels = [f"{r['name']} ({r['direction']})" for r in found]
+        ax.barh(range(len(found)), [r["share"] for r in found], color=[colors[r["label"]] for r in found])
+        ax.set_yticks(range(len(found)))
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(0.9, color="k", ls="--", lw=0.8)
+        ax.axvline(0.5, color="k", ls=":", lw=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of conditions in the dominant direction (dashed: generic, dotted: common)")
+        for k, v in colors.items():
+            ax.bar([0], [0], color=v, label=k)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title("How generic is each regularity?")
+        fig.tight_layout()
+        paths += save(fig, out, "atlas_overview")
+    observables = sorted({o for (_, o) in per})
+    n = len(observables) + (1 if claim_statuses else 0)
+    if n == 0:
+        return paths
+    cols = min(3, n)
+    rows = -(-n // cols)
+    height = 0.28 * len(conditions) + 1.6
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, height * rows), squeeze=False)
+    for ax, obs in zip(axes.ravel(), observables):
+        layers = sorted({l for (c, o), d in per.items() if o == obs for l in d["layers"]})
+        M = np.full((len(conditions), len(layers)), np.nan)
+        marks = {}
+        for i, c in enumerate(conditions):
+            d = per.get((c, obs))
+            for j, l in enumerate(layers):
+                if d and l in d["layers"]:
+                    direction, med, _ = d["layers"][l]
+                    M[i, j] = med
+                    marks[(i, j)] = {"up": "+", "down": "-"}.get(direction, "")
+        vmax = np.nanmax(np.abs(M)) if np.any(np.isfinite(M)) else 1.0
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
+        im = ax.imshow(M, aspect="auto", cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        for (i, j), m in marks.items():
+            ax.text(j, i, m, ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(layers)))
+        ax.set_xticklabels(layers, fontsize=7, rotation=45)
+        ax.set_yticks(range(len(conditions)))
+        ax.set_yticklabels(conditions, fontsize=6)
+        ax.set_title(obs, fontsize=9)
+        fig.colorbar(im, ax=ax, label="median change (log ratio or difference)")
+    if claim_statuses:
+        ax = axes.ravel()[len(observables)]
+        claims = sorted({k for (_, k) in claim_statuses})
+        code = {"supported": 1.0, "contradicted": -1.0, "inconclusive": 0.0}
+        M = np.array([[code.get(claim_statuses.get((c, k)), np.nan) for k in claims] for c in conditions])
+        cmap = plt.get_cmap("PiYG", 3).with_extremes(bad="0.85")
+        im = ax.imshow(M, aspect="auto", cmap=cmap, vmin=-1.5, vmax=1.5, interpolation="nearest")
+        ax.set_xticks(range(len(claims)))
+        ax.set_xticklabels(claims, fontsize=7, rotation=45)
+        ax.set_yticks(range(len(conditions)))
+        ax.set_yticklabels(conditions, fontsize=6)
+        ax.set_title("claims (mlpsim.claims)", fontsize=9)
+        bar = fig.colorbar(im, ax=ax, ticks=[-1, 0, 1])
+        bar.ax.set_yticklabels(["contradicted", "inconclusive", "supported"], fontsize=7)
+    for ax in axes.ravel()[n:]:
+        ax.set_axis_off()
+    fig.suptitle("Trained vs initial, per condition and layer (+ / -: significant up / down; grey: not measured)")
+    fig.tight_layout()
+    paths += save(fig, out, "atlas_heatmaps")
+    return paths

@@ -36,11 +36,14 @@ def binomial_tail(k: int, n: int, p0: float) -> float:
 
 
 def sign_test(d, alternative: str) -> dict:
-    """Exact sign test of "the median of ``d`` is 0" against ``alternative``.
+    """Exact sign test of "a nonzero ``d`` is as likely positive as negative" against ``alternative``.
 
     Zeros are dropped (they carry no sign), so a statistic that never moves
     gives ``n = 0`` and p = 1. Under the null each nonzero value is positive
     with probability 1/2, whatever its distribution, so the level is exact.
+    This is a test of P(d > 0) = P(d < 0), not of "the median is 0": with
+    many zeros the median can be 0 while the test rejects, so callers that
+    mean a typical change also look at the median (the claims' effect sizes).
     Returns ``p``, ``n`` (nonzero values) and ``k`` (values in the direction).
     """
     _check_alternative(alternative)
@@ -163,7 +166,9 @@ def vuong_test(loglik_a, loglik_b) -> dict:
     n = d.size
     R = float(d.sum())
     sd = float(d.std())
-    if n < 2 or sd == 0.0:
+    if n < 2 or (sd == 0.0 and R == 0.0):
         return {"R": R, "p": 1.0, "z": 0.0}
+    if sd == 0.0:  # one model is better by the same amount at every point
+        return {"R": R, "p": 0.0, "z": math.copysign(math.inf, R)}
     z = R / (sd * math.sqrt(n))
     return {"R": R, "p": float(special.erfc(abs(z) / math.sqrt(2.0))), "z": z}

@@ -117,8 +117,12 @@ def find_or_train(config: Config, runs_dir=None, progress=None, log=print):
 
 
 # ----------------------------------------------------------------- running a study
+#: Studies of at most this many runs get an explorer page per run (``explorer-<label>.html``).
+MAX_EXPLORERS = 4
+
+
 def run_study(name: str, out, *, runs=None, configs=None, scale: float = 1.0, runs_dir=None,
-              progress=None, log=print) -> dict:
+              progress=None, log=print, explore: bool = True) -> dict:
     """Run study ``name`` into the folder ``out``.
 
     ``runs`` (``{label: Run}``) analyses existing runs; else ``configs``
@@ -154,7 +158,12 @@ def run_study(name: str, out, *, runs=None, configs=None, scale: float = 1.0, ru
     title, question = _title_and_question(modules[-1])
     write_summary(out, name, title, question, verdicts, notes, paths, runs)
     write_meta(out, name, runs, [m.NAME for m in modules])
-    return {"verdicts": verdicts, "paths": paths, "runs": runs}
+    explorers = []
+    if explore and len(runs) <= MAX_EXPLORERS:
+        from .explore import build_explorer
+        for label, run in runs.items():
+            explorers.append(build_explorer(run.path, out / f"explorer-{_slug(label)}.html")["path"])
+    return {"verdicts": verdicts, "paths": paths, "runs": runs, "explorers": explorers}
 
 
 def default_configs(name: str, scale: float = 1.0) -> dict:
@@ -328,11 +337,11 @@ def verdict_table_from_outputs(folders) -> str:
 README_MARKERS = ("<!-- verdicts:start -->", "<!-- verdicts:end -->")
 
 
-def write_table_into(path, table: str):
-    """Replace the text between the verdict markers of a markdown file (e.g. the README) by ``table``."""
+def write_table_into(path, table: str, markers=README_MARKERS):
+    """Replace the text between two markers of a markdown file (e.g. the README) by ``table``."""
     path = Path(path)
     text = path.read_text()
-    start, end = README_MARKERS
+    start, end = markers
     if start not in text or end not in text:
         raise ConfigError(f"{str(path)!r} has no {start} ... {end} block to fill")
     head, rest = text.split(start, 1)

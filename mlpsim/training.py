@@ -350,8 +350,9 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
         How often progress is made durable; a killed run loses at most this
         much work (never data that a commit recorded).
     stop : callable, optional
-        Called at every commit; when it returns True the run stops as if
-        interrupted (status ``interrupted``, resumable). Sweeps use it.
+        Called at every checkpoint; when it returns True the run stops as if
+        interrupted (status ``interrupted``, resumable). Sweeps use it, so it
+        must be cheap (an event or a file's existence).
 
     Returns
     -------
@@ -512,11 +513,11 @@ def _loop(tr: _Trainer, progress, commit_seconds: float, stop=None):
                            if np.any(np.isfinite(losses[:, -1])) else float("nan"))
             tr.write_checkpoint(c, tr.ens.loss() if c == tr.C - 1 else np.full(tr.E, np.nan))
             at_checkpoint = True
+            if stop is not None and c < tr.C - 1 and stop():  # checked at every checkpoint: cheap
+                raise Interrupted("stop requested")  # committed below, as a Ctrl-C is
             if time.monotonic() - last_commit >= commit_seconds and c < tr.C - 1:
                 _commit_with_loss(tr)
                 last_commit = time.monotonic()
-                if stop is not None and stop():
-                    raise Interrupted("stop requested")
         tr.commit(status="complete")
     except KeyboardInterrupt:
         reason = "interrupted; continue it with the same command and --resume (train) or again (study, sweep)"

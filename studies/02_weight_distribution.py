@@ -80,7 +80,7 @@ def analyse(runs, n_boot=200, seed=0) -> dict:
     # shape of the tails without the layers' different scales
     r["abs_z_initial"], r["abs_z_final"] = (np.concatenate(
         [np.abs(_zscore(np.asarray(P[:, c][:, idx], dtype=np.float64))).ravel()
-         for _, _, idx in claims.weight_layers(net) if idx.size > 1]) for c in (0, -1))
+         for _, _, idx in analysis.weight_layers(net) if idx.size > 1]) for c in (0, -1))
     r["runs"] = runs
     return r
 

@@ -51,8 +51,9 @@ def configs(scale=1.0) -> dict:
             for name in ("seed", "wide")}
 
 
-def analyse(runs) -> dict:
-    return {"per_run": {label: analyse_run(run) for label, run in runs.items()}, "runs": runs}
+def analyse(runs, **options) -> dict:
+    """Each run's descriptive analyses (``options`` go to :func:`analyse_run`)."""
+    return {"per_run": {label: analyse_run(run, **options) for label, run in runs.items()}, "runs": runs}
 
 
 def verdicts(results) -> list:

@@ -7,7 +7,7 @@ the trained parameters made by a known operation.
 import numpy as np
 
 import mlpsim
-from mlpsim import claims
+from mlpsim import analysis, claims
 
 
 def initial(net, E, seed=1):
@@ -15,14 +15,16 @@ def initial(net, E, seed=1):
     return np.stack([mlpsim.init_params(net, seed=seed, instance=e) for e in range(E)])
 
 
-def trajectory(net, init, final, x=None, y=None):
-    return claims.Trajectory(net, np.stack([init, final], axis=1), x, y)
+def trajectory(net, init, final, x=None, y=None, init_scheme="kaiming_normal"):
+    """The planted networks start from Kaiming-normal draws (see :func:`initial`); pass
+    ``init_scheme=None`` for initial parameters of unknown distribution."""
+    return claims.Trajectory(net, np.stack([init, final], axis=1), x, y, init_scheme=init_scheme)
 
 
 def map_weights(net, thetas, fn):
     """A copy with every weight matrix (E, n) replaced by ``fn(W, entry)``; biases kept."""
     out = np.array(thetas, dtype=np.float64)
-    for name, entry, idx in claims.weight_layers(net):
+    for name, entry, idx in analysis.weight_layers(net):
         out[:, idx] = fn(out[:, idx], entry)
     return out
 
@@ -64,7 +66,7 @@ def toward_rank_one(net, thetas, strength=3.0):
     W + strength * s1 u1 v1^T. Its effective rank falls; its entries stay spread."""
     out = np.array(thetas, dtype=np.float64)
     E = out.shape[0]
-    for name, entry, idx in claims.weight_layers(net):
+    for name, entry, idx in analysis.weight_layers(net):
         if min(entry.shape) < 2:
             continue
         W = out[:, entry.slice].reshape(E, *entry.shape)
@@ -83,7 +85,7 @@ def low_rank_initial(net, E, rank=1, seed=1):
     """Initial networks whose square-ish matrices have rank ``rank`` (plus a tiny full-rank part)."""
     rng = np.random.default_rng(seed)
     thetas = initial(net, E, seed)
-    for name, entry, idx in claims.weight_layers(net):
+    for name, entry, idx in analysis.weight_layers(net):
         if min(entry.shape) < 2:
             continue
         o, i = entry.shape

@@ -325,14 +325,14 @@ def test_fuzzed_overrides_and_config_files(tmp_path):
                        st.text(max_size=30),
                        st.lists(st.integers(min_value=-5, max_value=2**40), max_size=6).map(str))
 
-    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.sampled_from(keys), values)
     def check(key, value):
         code = main(["train", "--preset", "tiny", "--set", f"{key}={value}", "--set", "train.steps=2",
                      "--dry-run"])
         assert code in (0, EXIT_BAD_INPUT, EXIT_IO)
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.text(max_size=200))
     def check_file(text):
         p = tmp_path / "fuzz.toml"

@@ -210,22 +210,24 @@ def test_continue_training_recovers_from_a_small_edit(tmp_path):
 
 
 def test_perturbation_study_smoke(tmp_path):
+    """The study's protocol at a small size: descriptive analyses on 2 instances, the verdict on 16."""
     import json
 
-    from mlpsim.cli import main
+    from mlpsim.study import study_module, write_summary
+    m = study_module("05_perturbation")
+    run = mlpsim.train(mlpsim.preset("tiny").with_values({"train.instances": 16}), tmp_path / "r", progress=False)
+    results = m.analyse({"tiny": run}, n_random=20, recovery_steps=50, max_instances=2)
+    (v,) = m.verdicts(results)
+    assert v.claim == "edit_robustness" and v.n_instances == 16 and v.label == "tiny"
+    assert "Per instance, the worst single-weight edit" in v.reason and "[" not in v.reason
+    notes = m.notes(results)
+    assert "2 of 16 instances" in notes[0] and "'affected' here" in notes[0]
+    assert len([n for n in notes if "the worst single edit (budget" in n]) == 2
     out = tmp_path / "p"
-    assert main(["study", "perturbation", "--preset", "tiny", "--set", "train.instances=16", "--out", str(out),
-                 "--no-progress"]) == 0
-    s = json.loads((out / "summary.json").read_text())
-    (v,) = s["verdicts"]
-    assert v["claim"] == "edit_robustness" and v["n_instances"] == 16
-    assert "Per instance, the worst single-weight edit" in v["reason"] and "[" not in v["reason"]
-    notes = " ".join(s["notes"])
-    assert "5 of 16 instances" in notes and "'affected' here" in notes
-    run = mlpsim.load_run(out / "runs" / "tiny")
+    paths = m.plot(results, out)
+    write_summary(out, "perturbation", "t", "q", [v], notes, paths)
+    assert json.loads((out / "summary.json").read_text())["verdicts"][0]["claim"] == "edit_robustness"
     x, y = run.data()
-    worst = [n for n in s["notes"] if "the worst single edit (budget" in n]
-    assert len(worst) == 5
     data = np.load(out / "fig_critical_weights.npz")
     edited = np.array(run.params[0, -1])
     j = int(np.argmax(data["mse_ratio"]))

@@ -80,6 +80,22 @@ def test_vuong_test():
     assert r["R"] > 0 and r["p"] < 1e-6
 
 
+def test_vuong_statistic_by_hand():
+    d = np.array([1.0, 2.0, 3.0, -1.0])
+    r = stats.vuong_test(d, np.zeros(4))
+    sd = np.sqrt(np.mean((d - d.mean()) ** 2))
+    assert r["R"] == 5.0 and r["z"] == pytest.approx(5.0 / (sd * 2.0))
+    from scipy.special import erfc
+    assert r["p"] == pytest.approx(erfc(abs(r["z"]) / np.sqrt(2)))
+    assert stats.vuong_test(np.ones(5), np.zeros(5)) == {"R": 5.0, "p": 0.0, "z": np.inf}
+
+
+def test_tail_models_are_not_compared_on_short_tails():
+    rng = np.random.default_rng(6)
+    r = compare_tail_models(rng.pareto(1.5, 60) + 1)
+    assert r["n_tail"] < 50 and r["preferred"] == "undecided"
+
+
 def test_power_law_is_preferred_only_where_the_tail_is_one():
     """Pareto samples: a power law; Gaussian (Marchenko-Pastur) spectra: never a power law."""
     rng = np.random.default_rng(5)

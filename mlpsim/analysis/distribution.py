@@ -102,6 +102,16 @@ def moments(params, idx, sigma0=None) -> dict:
     return out
 
 
+def excess_kurtosis(v) -> np.ndarray:
+    """m4 / m2^2 - 3 along the last axis (the project's definition; population moments)."""
+    v = np.asarray(v, dtype=np.float64)
+    d = v - v.mean(axis=-1, keepdims=True)
+    m2 = (d ** 2).mean(axis=-1)
+    m4 = (d ** 4).mean(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return m4 / m2 ** 2 - 3.0
+
+
 def default_hill_k(n: int) -> int:
     """The number of order statistics used by the Hill estimator: ``floor(sqrt(n))``, at least 2.
 

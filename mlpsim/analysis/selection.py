@@ -53,3 +53,13 @@ def pick_checkpoints(n_checkpoints: int, n: int) -> np.ndarray:
     if n_checkpoints < 1 or n < 1:
         raise ValueError(f"need at least one checkpoint and one pick, got {n_checkpoints} and {n}")
     return np.unique(np.linspace(0, n_checkpoints - 1, min(n_checkpoints, n)).round().astype(np.int64))
+
+
+def weight_layers(net: MLP) -> list:
+    """``(name, layout entry, flat indices of the present weights)`` for each weight matrix."""
+    out = []
+    for e in net.layout:
+        if e.kind == "weight":
+            present = np.flatnonzero(net.free[e.slice]) + e.offset
+            out.append((e.name, e, present))
+    return out

@@ -128,6 +128,9 @@ def powerlaw_fit(eigenvalues, min_tail: int = 10) -> dict:
 #: Significance level of the likelihood-ratio comparisons in :func:`compare_tail_models`
 #: (Clauset, Shalizi & Newman 2009 use 0.1).
 TAIL_MODEL_LEVEL = 0.1
+#: Fewest tail points for which the tail models are compared at all: below, the normal
+#: approximation of Vuong's statistic is poor and the answer is "undecided".
+MIN_TAIL_COMPARE = 50
 
 
 def _tail_logliks(tail, xmin, alpha) -> dict:
@@ -147,7 +150,7 @@ def _tail_logliks(tail, xmin, alpha) -> dict:
     start = [float(logx.mean()), float(np.log(max(logx.std(), 1e-3)))]
     res = optimize.minimize(lambda p: -np.sum(lognormal(p)), start, method="Nelder-Mead",
                             options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000})
-    ll["lognormal"] = lognormal(res.x)
+    ll["lognormal"] = lognormal(res.x) if res.success else None
     return ll
 
 
@@ -160,7 +163,8 @@ def compare_tail_models(eigenvalues, fit=None) -> dict:
     ``xmin`` and fitted by maximum likelihood), with Vuong's two-sided p-value.
 
     Returns the power-law ``fit`` (see :func:`powerlaw_fit`), ``vs_exponential``
-    and ``vs_lognormal`` (``R`` > 0 favours the power law, ``p``), and
+    and ``vs_lognormal`` (``R`` > 0 favours the power law, ``p``; with fewer than
+    :data:`MIN_TAIL_COMPARE` tail points nothing is compared: "undecided"), and
     ``preferred``: ``"power_law"`` when it beats the exponential at level
     :data:`TAIL_MODEL_LEVEL` and the log-normal does not beat it at that level
     (a log-normal with a large variance mimics a power law over any finite
@@ -176,10 +180,16 @@ def compare_tail_models(eigenvalues, fit=None) -> dict:
     x = x[x > 0]
     fit = powerlaw_fit(x) if fit is None else fit
     tail = x[x >= fit["xmin"]]
+    out = {"fit": fit, "n_tail": int(tail.size)}
+    if tail.size < MIN_TAIL_COMPARE:  # Vuong's normal approximation needs a real sample
+        undecided = {"R": 0.0, "p": 1.0, "z": 0.0}
+        out.update(vs_exponential=undecided, vs_lognormal=undecided, lognormal_excluded=False,
+                   preferred="undecided")
+        return out
     ll = _tail_logliks(tail, fit["xmin"], fit["alpha"])
-    out = {"fit": fit}
     for alt in ("exponential", "lognormal"):
-        out[f"vs_{alt}"] = vuong_test(ll["power_law"], ll[alt])
+        out[f"vs_{alt}"] = (vuong_test(ll["power_law"], ll[alt]) if ll[alt] is not None
+                            else {"R": 0.0, "p": 1.0, "z": 0.0})  # the log-normal fit did not converge
     def beats(a):
         return out[f"vs_{a}"]["R"] > 0 and out[f"vs_{a}"]["p"] < TAIL_MODEL_LEVEL
 
