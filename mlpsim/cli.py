@@ -247,6 +247,9 @@ def cmd_atlas(args) -> int:
               f"({args.size} size): {len(built)} run directories")
         print(f"# disk space: {fmt_bytes(est['disk'])}; time: about {_fmt_seconds(est['seconds'])} "
               f"(calibrated on this machine, training and analysis, on the executor's workers)")
+        if est["compile_seconds"] > 5:
+            print(f"# this dry run compiled the kernels first ({_fmt_seconds(est['compile_seconds'])}, once; "
+                  "cached for the atlas itself)")
         return 0
     found = result["regularities"]
     print(f"{sum(r['label'] == 'generic' for r in found)} generic, {sum(r['label'] == 'common' for r in found)} "

@@ -67,6 +67,12 @@ import numpy as np
 
 from ._jit import kernel, parallel_kernel
 
+#: Version of the documented order of operations. Any change that alters a
+#: result bit (the order of a sum, a fused multiply-add, CHUNK, LANES) bumps it,
+#: records new golden values in ``tests/test_golden.py`` and says why in the
+#: commit; runs record it in their manifest, and resume refuses another version.
+ENGINE_VERSION = 1
+
 #: Samples per task. Changing it changes the order of floating-point sums, and
 #: so the last bits of every result: it is recorded in each run's manifest.
 #: Must be a multiple of LANES; the lane kernel is tuned for 256 (see the notes).

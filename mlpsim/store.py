@@ -598,7 +598,7 @@ class RunWriter:
             "steps_done": 0, "steps_total": config.train.steps,
             "instances": config.train.instances, "n_params": net.n_params, "dtype": config.train.dtype,
             "config_sha256": config.sha256(), "versions": versions(), "host": host_info(),
-            "engine": _engine_info(), "diverged": [], "started": now(), "updated": now(), "finished": None,
+            "engine": engine_info(), "diverged": [], "started": now(), "updated": now(), "finished": None,
         }
         w = cls(out, config, net.n_params, x_test is not None, manifest)
         atomic_write_json(out / "config.json", config.to_dict())
@@ -672,9 +672,10 @@ class RunWriter:
             f.close()
 
 
-def _engine_info() -> dict:
+def engine_info() -> dict:
+    """What fixes the order of every floating-point operation of training (see :mod:`mlpsim.kernels`)."""
     from . import kernels
-    return {"chunk": kernels.CHUNK, "lanes": kernels.LANES}
+    return {"version": kernels.ENGINE_VERSION, "chunk": kernels.CHUNK, "lanes": kernels.LANES}
 
 
 def clear_run_dir(out: Path):

@@ -8,6 +8,7 @@ now and then, and reacts to Ctrl-C. See :mod:`mlpsim.store` for the files.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -420,6 +421,7 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
             writer, state = RunWriter.create(out, cfg, net, x, y, x_test, y_test, thetas0 if explicit else None), None
         else:
             writer, state = opened
+        _announce_compile(progress)
         trainer = _Trainer(cfg, net, writer, x, y, thetas0, x_test, y_test)
         try:
             if state is not None:
@@ -457,10 +459,23 @@ def _open_run(out: Path, cfg: Config, net: MLP, x, y, resume: bool, need: dict):
         _check_same_masks(out, net)
         if manifest["status"] == "complete":
             return "complete"
+        _check_same_engine(out, manifest)
         return RunWriter.reopen(out, cfg, net.n_params)
     clear_run_dir(out)  # --overwrite, a half-created run, or a new folder (empty but for the lock)
     check_disk(out, need["disk"])
     return "new"
+
+
+def _check_same_engine(out: Path, manifest: dict):
+    """Refuse to continue a run whose sums were taken in another order (an older engine)."""
+    from .store import engine_info
+    then, now = manifest.get("engine", {}), engine_info()
+    if then.get("version", 1) != now["version"] or then.get("chunk") != now["chunk"] \
+            or then.get("lanes") != now["lanes"]:
+        raise RunError(f"cannot resume {str(out)!r}: it was trained by engine version {then.get('version', 1)} "
+                       f"(chunk {then.get('chunk')}, lanes {then.get('lanes')}), this mlpsim is engine version "
+                       f"{now['version']}; the two take sums in different orders, so the continued run would "
+                       "match neither; train it again with --overwrite")
 
 
 def _check_same_masks(out: Path, net: MLP):
@@ -487,6 +502,15 @@ def _check_same_config(out: Path, old: Config, cfg: Config):
         diffs = [f"{s}.{k}: run has {a[s][k]!r}, requested {b[s][k]!r}"
                  for s in b for k in b[s] if a[s][k] != b[s][k]]
         raise RunError(f"cannot resume {str(out)!r} with a different configuration: " + "; ".join(diffs))
+
+
+def _announce_compile(progress):
+    """Say so before a cold start compiles, instead of pausing in silence."""
+    from ._jit import compile_notice
+    from .progress import resolve_mode
+    notice = compile_notice(kernels.train_steps, kernels.loss_grad_batch)
+    if notice and resolve_mode(progress) != "quiet":
+        print(notice, file=sys.stderr, flush=True)
 
 
 def _loop(tr: _Trainer, progress, commit_seconds: float, stop=None):

@@ -126,9 +126,12 @@ def test_claims_count_as_regularities():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("atlas") / "tiny"
+    # As a user does: the dry run first (on a fresh machine it compiles the
+    # kernels into numba's cache), then the atlas it estimated.
+    estimate = atlas.run_atlas(None, size="tiny", workers=2, dry_run=True)["estimate"]
     t0 = time.perf_counter()
     result = atlas.run_atlas(out, size="tiny", workers=2, log=quiet)
-    return out, result, time.perf_counter() - t0
+    return out, result, (time.perf_counter() - t0, estimate)
 
 
 def test_tiny_atlas_writes_its_tables_and_they_are_the_runs(tiny):
@@ -164,8 +167,7 @@ def test_a_finished_atlas_is_reused(tiny):
 
 
 def test_dry_run_estimate_is_within_a_factor_two(tiny):
-    _, _, seconds = tiny
-    est = atlas.run_atlas(None, size="tiny", workers=2, dry_run=True)["estimate"]
+    _, _, (seconds, est) = tiny
     assert est["conditions"] == 4 and 0.5 <= seconds / est["seconds"] <= 2, (seconds, est)
 
 

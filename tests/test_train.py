@@ -241,3 +241,20 @@ def test_seed_preset_trains_below_constant_predictor(tmp_path):
     assert run.params.shape == (5, 1501, 169)
     final = run.final_loss()
     assert np.all(final < 0.05), final
+
+
+def test_resume_refuses_a_run_of_another_engine_version(tmp_path):
+    from mlpsim.training import Interrupted
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        mlpsim.train(preset("tiny"), out, overrides=["train.steps=200"], progress=False, stop=lambda: True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engine"]["version"] == mlpsim.kernels.ENGINE_VERSION and manifest["status"] == "interrupted"
+    manifest["engine"]["version"] -= 1  # as written by an older mlpsim, whose sums ran in another order
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match="engine version"):
+        mlpsim.train(preset("tiny"), out, overrides=["train.steps=200"], resume=True, progress=False)
+    manifest["engine"]["version"] += 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert mlpsim.train(preset("tiny"), out, overrides=["train.steps=200"], resume=True,
+                        progress=False).manifest["status"] == "complete"

@@ -1,0 +1,67 @@
+"""The same bits on every machine: a short seed run's files against committed hashes.
+
+These values are a promise: a run of this configuration gives these bytes on
+any x86-64 (or other IEEE-754) CPU, for any thread count. They change only with
+:data:`mlpsim.kernels.ENGINE_VERSION` (a documented change of the order of
+operations, said why in its commit); a failure anywhere else means the engine's
+results now depend on the machine, the thread count or an unintended change.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+import mlpsim
+from mlpsim import kernels
+
+GOLDEN = {  # engine version -> dtype -> file -> sha256
+    1: {
+        "float64": {"params.npy": "ad066c000ca497d0860982a823d4fcef224254841402471890675f35ae3c28a4",
+                    "loss_steps.npy": "cef88ba1662a3ac0fc810a29d2cd690c8854a86bf482bbba3a8dce6597d24206"},
+        "float32": {"params.npy": "54162d5a22f91c6aeabcce08ade3c45d8beaedc207832297c5fd40d36f220620",
+                    "loss_steps.npy": "91e49981504a92489ca238209214fbdb1b4b351605788ffe9ee255bfd687954f"},
+    },
+}
+
+#: An x86-64 CPU with AVX2 and FMA but no AVX-512, as LLVM sees it.
+AVX2_ONLY = {"NUMBA_CPU_NAME": "generic",
+             "NUMBA_CPU_FEATURES": "+64bit,+avx,+avx2,+cmov,+cx16,+f16c,+fma,+fxsr,+mmx,+popcnt,+sse,+sse2,"
+                                   "+sse3,+sse4.1,+sse4.2,+ssse3,+xsave"}
+
+SCRIPT = """
+import hashlib, json, sys
+from pathlib import Path
+import mlpsim
+out, dtype, threads = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+mlpsim.train(mlpsim.preset("seed"), out, overrides=["train.steps=200", f"train.dtype='{dtype}'"],
+             progress=False, threads=threads)
+print(json.dumps({f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("params.npy", "loss_steps.npy")}))
+"""
+
+
+def _hashes(tmp_path, dtype, threads, env=None):
+    out = tmp_path / f"{dtype}-{threads}"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out), dtype, str(threads)], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return __import__("json").loads(proc.stdout)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_short_seed_run_gives_the_golden_bytes(tmp_path, dtype):
+    run = mlpsim.train(mlpsim.preset("seed"), tmp_path / "run", overrides=["train.steps=200", f"train.dtype='{dtype}'"],
+                       progress=False, threads=2)
+    got = {f: hashlib.sha256((run.path / f).read_bytes()).hexdigest() for f in ("params.npy", "loss_steps.npy")}
+    assert run.manifest["engine"]["version"] == kernels.ENGINE_VERSION
+    assert got == GOLDEN[kernels.ENGINE_VERSION][dtype]
+    assert _hashes(tmp_path, dtype, 1) == got  # another process, one thread
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_golden_bytes_on_an_avx2_only_cpu(tmp_path, dtype):
+    # compiles from scratch for the other CPU (about 30 s), in a cache of its own
+    env = {**AVX2_ONLY, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    assert _hashes(tmp_path, dtype, 2, env) == GOLDEN[kernels.ENGINE_VERSION][dtype]
