@@ -108,10 +108,15 @@ def cmd_info(args) -> int:
 def cmd_study(args) -> int:
     from .study import STUDIES, run_study
     if args.list or not args.name:
-        print("study          ~minutes  question")
+        from .study import speed_factor, trained_runs
+        factor = speed_factor()
+        print("study          ~minutes  runs trained  question")
         for name, info in STUDIES.items():
-            print(f"{name:14s} {info.minutes:>8s}  {info.question}")
-        print("(minutes: wall time on 2 cores with nothing trained yet; trained runs are reused)")
+            done, total = trained_runs(name, args.runs)
+            print(f"{name:14s} {float(info.minutes) * factor:8.0f}  {f'{done}/{total}':>12s}  {info.question}")
+        print(f"(minutes: wall time on 2 cores with nothing trained yet, measured on the reference machine and "
+              f"scaled by a seed step timed now: this machine trains {1 / factor:.2f}x as fast; "
+              "trained runs are reused)")
         return 0
     if args.name not in STUDIES:
         raise ConfigError(unknown_name_message("study", args.name, STUDIES))

@@ -22,7 +22,13 @@ defaults are the seed notebook's experiment (``../shared/seed/README.md``)::
     checkpoint_every = 10
     instances = 5
     seed = 123456
-    dtype = "float64"            # float64 | float32
+    dtype = "float64"            # float64 | float32 (see below)
+
+``train.dtype = "float32"`` is a mixed mode: parameters, data, activations,
+products and the optimizer state are float32; sums over samples (the
+gradient and the loss) are accumulated in float64 and rounded to float32 once
+per step. A pure float32 mode (sums in float32, as the notebook's framework
+did) is not offered yet.
 
 Checkpoint schedule: the initial parameters (step 0), then every
 ``checkpoint_every`` steps, and always the last step; when ``checkpoint_every``

@@ -137,22 +137,24 @@ class MLP:
         return [self.view(theta, e.name) for e in self.layout if e.kind == "bias"]
 
     def indices(self, layer=None, kind=None) -> np.ndarray:
-        """Flat indices of the parameters selected by layer (0-based) and kind.
+        """Flat indices of the parameters selected by layer and kind.
 
+        Layers are numbered from 1, as the names are: layer ``k`` is ``Wk`` and
+        ``bk`` (the one convention of mlpsim's API, figures and summaries).
         ``indices()`` is all parameters; ``indices(kind="weight")`` all weights;
-        ``indices(layer=1, kind="weight")`` the second layer's weight matrix.
+        ``indices(layer=2, kind="weight")`` the weight matrix W2.
         """
         if kind not in (None, "weight", "bias"):
             raise ValueError(f"kind must be None, 'weight' or 'bias', got {kind!r}")
-        if layer is not None and not (isinstance(layer, (int, np.integer)) and 0 <= layer < self.n_layers):
-            raise ValueError(f"layer must be an integer in [0, {self.n_layers - 1}], got {layer!r}")
+        if layer is not None and not (isinstance(layer, (int, np.integer)) and 1 <= layer <= self.n_layers):
+            raise ValueError(f"layer must be an integer in 1..{self.n_layers} (layer k is Wk and bk), got {layer!r}")
         parts = [np.arange(e.offset, e.offset + e.size) for e in self.layout
-                 if (layer is None or e.layer == layer) and (kind is None or e.kind == kind)]
+                 if (layer is None or e.layer + 1 == layer) and (kind is None or e.kind == kind)]
         return np.concatenate(parts).astype(np.int64)
 
     def layout_table(self) -> list:
-        """The layout as a list of dicts (name, layer, kind, offset, shape, size)."""
-        return [dict(name=e.name, layer=e.layer, kind=e.kind, offset=e.offset,
+        """The layout as a list of dicts (name, layer from 1, kind, offset, shape, size)."""
+        return [dict(name=e.name, layer=e.layer + 1, kind=e.kind, offset=e.offset,
                      shape=list(e.shape), size=e.size) for e in self.layout]
 
     # ------------------------------------------------------------------ init

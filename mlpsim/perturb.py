@@ -127,7 +127,7 @@ class Budget:
             for l in range(net.n_layers):
                 W = net.view(theta, f"W{l + 1}")
                 s = float(W.std()) if W.size > 1 else float(abs(W).mean())
-                delta[net.indices(layer=l)] = self.eps * s
+                delta[net.indices(layer=l + 1)] = self.eps * s
         return theta - delta, theta + delta
 
 

@@ -31,10 +31,12 @@ def save(fig, out, name: str, formats=("png", "pdf")) -> list:
     return paths
 
 
-def histogram_grid(counts, edges, steps, title: str):
+def histogram_grid(counts, edges, steps, title: str, below=None, above=None):
     """Small multiples: one histogram per selected checkpoint, shared axes.
 
-    counts (K, bins), steps (K,).
+    counts (K, bins), steps (K,). ``below``/``above`` (K,): how many values fell
+    outside the bins; drawn as overflow bars (hatched, one bin wide, just beyond
+    each end) with their counts written beside, so nothing is dropped silently.
     """
     K = len(steps)
     cols = 4
@@ -42,13 +44,20 @@ def histogram_grid(counts, edges, steps, title: str):
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.2 * rows), sharex=True, sharey=True)
     axes = np.atleast_1d(axes).ravel()
     widths = np.diff(edges)
-    for ax, c, s in zip(axes, counts, steps):
+    K_below = np.zeros(K, dtype=int) if below is None else np.asarray(below, dtype=int)
+    K_above = np.zeros(K, dtype=int) if above is None else np.asarray(above, dtype=int)
+    for k, (ax, c, s) in enumerate(zip(axes, counts, steps)):
         ax.bar(edges[:-1], c, width=widths, align="edge", color="tab:blue", edgecolor="none")
+        for n, x0, where in ((K_below[k], edges[0] - widths[0], "below"), (K_above[k], edges[-1], "above")):
+            if n:
+                ax.bar([x0], [n], width=widths[0], align="edge", color="tab:red", hatch="//", edgecolor="white")
+                ax.annotate(f"{n} {where}", (x0 + widths[0] / 2, n), fontsize=7, color="tab:red",
+                            ha="center", va="bottom")
         ax.set_title(f"step {int(s)}", fontsize=9)
     for ax in axes[K:]:
         ax.axis("off")
     for ax in axes[(rows - 1) * cols:]:
-        ax.set_xlabel("parameter value")
+        ax.set_xlabel("parameter value" + (" (red: outside the bins)" if K_below.any() or K_above.any() else ""))
     for ax in axes[::cols]:
         ax.set_ylabel("count")
     fig.suptitle(title)
@@ -174,11 +183,18 @@ def draw_network(ax, net, theta, title="", vmax=None, cmap="RdBu_r"):
 
 
 def animate_networks(net, thetas, labels, path, vmax=None, fps=4):
-    """An animated GIF of ``draw_network`` over the rows of ``thetas`` (pillow writer)."""
+    """An animated GIF of ``draw_network`` over the rows of ``thetas`` (pillow writer).
+
+    Every frame has the same colour bar (one scale for the whole animation) and
+    its label (e.g. the step and the loss) as the title.
+    """
     from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     thetas = np.asarray(thetas, dtype=np.float64)
     vmax = vmax or float(np.max(np.abs(thetas)))
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, (ax, cax) = plt.subplots(1, 2, figsize=(6.6, 4.5), gridspec_kw={"width_ratios": [30, 1]})
+    fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), "RdBu_r"), cax=cax, label="weight (neurons: bias)")
 
     def frame(i):
         ax.clear()

@@ -51,6 +51,32 @@ class StudyInfo:
     minutes: str  # wall time on 2 cores with nothing trained yet (measured; see the README)
 
 
+#: The ``minutes`` of :data:`STUDIES` were measured on a 2-core Intel Xeon (model 207,
+#: AVX-512), whose seed step (1 net, 1 thread, float64) took this long; ``study
+#: --list`` scales them by the same step timed on the machine it runs on.
+REFERENCE_STEP_SECONDS = 272e-6
+
+
+def speed_factor() -> float:
+    """How much slower than the reference machine this one trains (a seed step timed now)."""
+    from .bench import seed_step
+    return seed_step(1, 1, seconds=0.3)["seconds_per_step"] / REFERENCE_STEP_SECONDS
+
+
+def trained_runs(name: str, runs_dir=None) -> tuple:
+    """``(complete, total)``: how many of study ``name``'s default runs the runs folder holds, finished."""
+    from .store import RunError, read_json
+    configs = default_configs(name)
+    done = 0
+    for cfg in configs.values():
+        manifest = run_path(cfg, runs_dir) / "manifest.json"
+        try:
+            done += read_json(manifest).get("status") == "complete"
+        except (OSError, RunError):
+            pass  # not trained, or not finished
+    return done, len(configs)
+
+
 #: ``mlpsim study NAME`` -> what it runs.
 STUDIES = {
     "seed": StudyInfo(("01_seed_notebook", "02_weight_distribution"),
@@ -141,9 +167,15 @@ def run_study(name: str, out, *, runs=None, configs=None, scale: float = 1.0, ru
         configs = default_configs(name, scale) if configs is None else configs
         _validate(configs)
         runs = {}
+        from .executor import _Eta
+        from .store import n_params
+        labels = list(configs)  # overall progress: an ETA weighted by each run's arithmetic
+        eta = _Eta(labels, [c.train.steps * c.train.instances * c.data.n * n_params(c.model.widths)
+                            for c in configs.values()])
         for i, (label, cfg) in enumerate(configs.items()):
             log(f"[run {i + 1}/{len(configs)}] {label}")
             runs[label] = find_or_train(cfg, runs_dir, progress=progress, log=log)
+            log(f"[run {i + 1}/{len(configs)}] {label} ready{eta.tick(label)}")
     runs = {label: _healthy(run, log) for label, run in runs.items()}
     out.mkdir(parents=True, exist_ok=True)
     link_runs(out, runs)

@@ -54,9 +54,12 @@ def plot(results, out) -> list:
     E = r["counts"].shape[0]
     paths = []
     title = f"all {r['run'].net.n_params} parameters, instance 1"
-    fig = plots.histogram_grid(counts0[r["picks"]], edges, steps[r["picks"]], f"Histograms of {title}")
+    below, above = np.asarray(r["below"][0])[r["picks"]], np.asarray(r["above"][0])[r["picks"]]
+    fig = plots.histogram_grid(counts0[r["picks"]], edges, steps[r["picks"]], f"Histograms of {title}",
+                               below=below, above=above)
     paths += plots.save(fig, out, "fig1_histograms")
-    save_data(out, "fig1_histograms", counts=counts0[r["picks"]], steps=steps[r["picks"]], edges=edges)
+    save_data(out, "fig1_histograms", counts=counts0[r["picks"]], steps=steps[r["picks"]], edges=edges,
+              below=below, above=above)
 
     dropped = int(r["below"][0].sum() + r["above"][0].sum())
     fig = plots.density_pair(counts0, edges, steps,

@@ -157,6 +157,14 @@ def plot(results, out) -> list:
         plots.density_image(axes[0, j], n["counts"], n["edges"], steps, log=True, title=f"instance 1, {label}")
         plots.lines_over_training(axes[1, j], steps, n["var"], labels=[f"instance {e + 1}" for e in range(E)],
                                   title=f"variance, {label}", ylabel="variance")
+        # The axis zooms in on small differences: the value a zero-mean vector would have
+        # (sum of squares 1, or 1 per layer, over P values) is drawn for scale.
+        P = r["run"].net.n_params
+        blocks = 1 if mode == "total_norm" else r["run"].net.n_layers  # one per layer (W and b)
+        ref = blocks / P
+        axes[1, j].axhline(ref, color="k", ls="--", lw=0.8,
+                           label=f"{'1' if blocks == 1 else blocks}/P = {ref:.5f} (mean-zero reference)")
+        axes[1, j].legend(fontsize=7)
         data.update({f"{mode}_counts": n["counts"], f"{mode}_edges": n["edges"], f"{mode}_var": n["var"],
                      f"{mode}_kurtosis": n["kurtosis"]})
     fig.suptitle("Normalized parameters: change of shape, not of scale")

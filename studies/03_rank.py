@@ -63,11 +63,11 @@ def analyse_run(run, seed=0, n_points=101, n_inputs=1000) -> dict:
     layers = []
     for l in range(net.n_layers):
         shape = net.layout[2 * l].shape
-        s = analysis.singular_values(P, net, l)
+        s = analysis.singular_values(P, net, l + 1)
         entry = {"layer": l, "shape": shape, "s_initial": s[:, 0], "s_final": s[:, -1],
                  "trained": analysis.rank_measures(s, shape),
-                 "shuffled": analysis.rank_measures(analysis.singular_values(shuffled, net, l), shape),
-                 "matched": analysis.rank_measures(analysis.singular_values(matched, net, l), shape)}
+                 "shuffled": analysis.rank_measures(analysis.singular_values(shuffled, net, l + 1), shape),
+                 "matched": analysis.rank_measures(analysis.singular_values(matched, net, l + 1), shape)}
         if min(shape) >= analysis.MIN_EIGENVALUES:  # spectral_stats also compares the tail models
             entry["esd"] = [
                 {"initial": analysis.spectral_stats(net.view(P[e, 0], f"W{l + 1}")),

@@ -46,7 +46,8 @@ def analyse(runs) -> dict:
     p0 = np.asarray(P[0], dtype=np.float64)  # instance 1's trajectory (mesh nets are small)
     free = net.free.astype(bool)
     moved = np.empty((E, C))
-    per_position = np.zeros((E, C, net.n_layers, max(net.widths[1:])))
+    # NaN where a layer has no neuron at that position (the output layer is narrower)
+    per_position = np.full((E, C, net.n_layers, max(net.widths[1:])), np.nan)
     for e in range(E):
         traj = np.asarray(P[e], dtype=np.float64)
         d = traj - traj[:1]
@@ -54,7 +55,7 @@ def analyse(runs) -> dict:
         for l in range(net.n_layers):
             W0 = net.view(traj[0], f"W{l + 1}")
             live = W0[W0 != 0]
-            thresh[net.indices(layer=l)] = MOVE_THRESHOLD * (live.std() if live.size > 1 else 1.0)
+            thresh[net.indices(layer=l + 1)] = MOVE_THRESHOLD * (live.std() if live.size > 1 else 1.0)
         w_idx = net.indices(kind="weight")
         w_idx = w_idx[free[w_idx]]
         moved[e] = (np.abs(d[:, w_idx]) > thresh[w_idx]).mean(axis=1)
@@ -88,7 +89,7 @@ def summarize(r) -> dict:
     layer_change = r["distance"]["per_layer"][:, -1]  # (E, L)
     top_layer = int(np.argmax(layer_change.mean(axis=0)))
     hidden = final[:, 1:-1, :] if net.n_layers > 2 else final
-    top_position = int(np.argmax(hidden.mean(axis=(0, 1))))
+    top_position = int(np.nanargmax(np.nanmean(hidden, axis=(0, 1)))) + 1  # positions from 1, as layers
     share = r["moved"][:, -1]
     visible = bool(np.mean(share) > 0.5)
     return {"question": "can one visually see training in a mesh network?",
@@ -100,7 +101,7 @@ def summarize(r) -> dict:
             "final_loss": r["loss"][:, -1],
             "visible": visible,
             "reason": (f"{100 * np.mean(share):.0f}% of the weights (mean over instances) moved by more than "
-                               f"{MOVE_THRESHOLD} of their layer's initial std; layer {top_layer + 1} changed most, "
+                               f"{MOVE_THRESHOLD} of their layer's initial std; layer {top_layer + 1} (W{top_layer + 1}) changed most, "
                                f"and among hidden neurons position {top_position}. "
                                + ("Training is visible in the pictures." if visible else
                                   "Most weights barely move: the pictures change little."))}
@@ -126,8 +127,9 @@ def plot(results, out) -> list:
     fig.colorbar(lc, ax=axes, label="change since initialization", shrink=0.8)
     paths += plots.save(fig, out, "fig_mesh_change")
     save_data(out, "fig_mesh_frames", steps=steps[r["frames"]], params=p0[r["frames"]])
-    gif = plots.animate_networks(net, p0[r["gif_frames"]], [f"step {int(s)}" for s in steps[r["gif_frames"]]],
-                                 out / "mesh_training.gif", vmax=vmax)
+    gif = plots.animate_networks(net, p0[r["gif_frames"]],
+                                 [f"instance 1, step {int(steps[c])}, training MSE {r['loss'][0, c]:.3g}"
+                                  for c in r["gif_frames"]], out / "mesh_training.gif", vmax=vmax)
     paths.append(gif)
 
     if r["activations"] is not None:
@@ -146,9 +148,12 @@ def plot(results, out) -> list:
                      for l, A in enumerate(r["activations"][key])})
 
     fig, axes = plots.plt.subplots(1, 3, figsize=(16, 4.4))
-    im = axes[0].imshow(r["per_position"][:, -1].mean(axis=0).T, origin="lower", aspect="auto", cmap="viridis")
+    where = np.ma.masked_invalid(r["per_position"][:, -1].mean(axis=0).T)  # no neuron there: left blank
+    im = axes[0].imshow(where, origin="lower", aspect="auto", cmap="viridis")
     axes[0].set_xlabel("layer (weights into it)")
-    axes[0].set_ylabel("neuron position")
+    axes[0].set_ylabel("neuron position (from 1; blank: no neuron)")
+    axes[0].set_yticks(range(where.shape[0]))
+    axes[0].set_yticklabels([str(p + 1) for p in range(where.shape[0])])
     axes[0].set_xticks(range(net.n_layers))
     axes[0].set_xticklabels([f"W{l + 1}" for l in range(net.n_layers)])
     axes[0].set_title("where change concentrates (end of training)")

@@ -54,7 +54,7 @@ def test_broadening_needs_the_effect_size_too(init):
 
 def test_broadening_reports_a_layer_that_goes_the_other_way(init):
     final = planted.rescaled(NET, init, 2.0)
-    w1 = NET.indices(layer=0, kind="weight")
+    w1 = NET.indices(layer=1, kind="weight")
     final[:, w1] = init[:, w1] * 0.5
     v = judge("broadening", NET, init, final)
     assert v.status == "supported"
@@ -79,9 +79,9 @@ def test_the_verdict_p_value_counts_only_matrices_that_hold(init):
     net = mlpsim.MLP([1, 8, 8, 8])  # three weight matrices
     base = planted.initial(net, E)
     final = planted.rescaled(net, base, 1.5)
-    w1 = net.indices(layer=0, kind="weight")
+    w1 = net.indices(layer=1, kind="weight")
     final[:, w1] = base[:, w1] * 1.005
-    w2, w3 = net.indices(layer=1, kind="weight"), net.indices(layer=2, kind="weight")
+    w2, w3 = net.indices(layer=2, kind="weight"), net.indices(layer=3, kind="weight")
     final[:2, w2] = base[:2, w2] * 0.9  # W2 broadens in 18 of 20 instances, W3 in 16
     final[:4, w3] = base[:4, w3] * 0.9
     v = judge("broadening", net, base, final, stability=False)

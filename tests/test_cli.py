@@ -106,3 +106,16 @@ def test_config_and_preset_flags_are_distinct(tmp_path, capsys):
     assert main(["train", "--preset", "tiny", "--commit-every", "0", "--out", str(tmp_path / "r")]) == 2
     assert "commit" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_study_list_scales_its_times_to_this_machine(tmp_path, capsys, monkeypatch):
+    from mlpsim import study
+    monkeypatch.setattr(study, "speed_factor", lambda: 2.0)  # a machine half as fast as the reference
+    assert main(["study", "--list", "--runs", str(tmp_path)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert rows["seed"][1] == str(2 * int(study.STUDIES["seed"].minutes)) and rows["seed"][2] == "0/2"
+    cfg = study.default_configs("mesh")["mesh"]
+    study.run_path(cfg, tmp_path).mkdir(parents=True)
+    (study.run_path(cfg, tmp_path) / "manifest.json").write_text('{"status": "complete"}')
+    assert main(["study", "--list", "--runs", str(tmp_path)]) == 0
+    assert "0.50x as fast" in (text := capsys.readouterr().out) and " 1/1 " in text.splitlines()[-2]

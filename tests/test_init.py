@@ -103,9 +103,12 @@ def test_layout_matches_seed_readme():
     traj = np.zeros((5, 3, 169))
     assert net.view(traj, "W3").shape == (5, 3, 8, 8)
     assert np.array_equal(net.indices(kind="bias"), np.r_[8:16, 80:88, 152:160, 168])
-    assert np.array_equal(net.indices(layer=3, kind="weight"), np.arange(160, 168))
-    with pytest.raises(ValueError, match="layer"):
-        net.indices(layer=4)
+    assert np.array_equal(net.indices(layer=4, kind="weight"), np.arange(160, 168))  # W4
+    assert np.array_equal(net.indices(layer=1), np.arange(16))  # W1 and b1
+    assert [(e["name"], e["layer"]) for e in net.layout_table()][:3] == [("W1", 1), ("b1", 1), ("W2", 2)]
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="layer must be an integer in 1..4"):
+            net.indices(layer=bad)
     with pytest.raises(KeyError, match="W5"):
         net.view(theta, "W5")
     assert "169 parameters" in repr(net)

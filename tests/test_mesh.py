@@ -67,3 +67,9 @@ def test_mesh_study_smoke(tmp_path):
     assert s["verdicts"] == [] and "mesh k = 3" in s["notes"][0] and "% of the weights" in s["notes"][0]
     run = mlpsim.load_run(out / "runs" / "mesh")
     assert run.net.masks[2] is not None and np.all(run.net.view(run.params, "W3")[..., run.net.masks[2] == 0] == 0)
+    # where change concentrates: the 1-neuron output layer has no positions 2..8 (blank, not "no change")
+    where = np.load(out / "fig_mesh_where.npz")["per_position"]
+    assert np.all(np.isnan(where[:, :, -1, 1:])) and np.all(np.isfinite(where[:, :, :-1, :]))
+    from PIL import Image
+    gif = Image.open(out / "mesh_training.gif")
+    assert gif.n_frames >= 5 and gif.size[0] > 600  # every frame: the network and its colour bar

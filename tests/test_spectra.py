@@ -36,7 +36,7 @@ def test_rank_measures_of_known_spectra():
 def test_orthogonal_matrix_has_full_rank_everywhere():
     net = mlpsim.MLP([32, 32, 32, 1], activation="tanh")
     theta = net.init(seed=1, scheme="orthogonal")
-    s = analysis.singular_values(theta[None, None], net, 1)
+    s = analysis.singular_values(theta[None, None], net, 2)
     np.testing.assert_allclose(s, 1.0, rtol=1e-12)  # W W^T = g I with g = 1 for tanh
     r = analysis.rank_measures(s, (32, 32))
     for m in analysis.RANK_MEASURES:
@@ -47,7 +47,7 @@ def test_singular_values_match_numpy_per_matrix():
     net = mlpsim.MLP([3, 5, 4, 1])
     rng = np.random.default_rng(2)
     p = rng.normal(size=(2, 3, net.n_params))
-    s = analysis.singular_values(p, net, 1, block=2)
+    s = analysis.singular_values(p, net, 2, block=2)
     for e in range(2):
         for c in range(3):
             np.testing.assert_allclose(s[e, c], np.linalg.svd(net.view(p[e, c], "W2"), compute_uv=False))

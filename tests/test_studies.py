@@ -42,6 +42,12 @@ def test_seed_study_writes_every_promised_file(seed_study):
     assert "numba" in meta["versions"]
     md = (out / "summary.md").read_text()
     assert "fig2_density.png" in md and "### broadening (tiny)" in md and "| W2 | variance |" in md
+    # fig 1 shows what falls outside its bins: the counts beside each histogram equal the data's
+    fig1 = np.load(out / "fig1_histograms.npz")
+    run = mlpsim.load_run(run_dir)
+    last = np.asarray(run.params[0, -1])
+    assert fig1["below"][-1] == np.sum(last < -5) and fig1["above"][-1] == np.sum(last >= 5)
+    assert fig1["counts"][-1].sum() + fig1["below"][-1] + fig1["above"][-1] == run.net.n_params
 
 
 def test_the_study_reports_the_claims_engine_verdict(seed_study):

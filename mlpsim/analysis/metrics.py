@@ -17,7 +17,7 @@ def run_metrics(run) -> dict:
     m1 = moments(P[:, -1:], idx)
     layer = max(range(run.net.n_layers), key=lambda l: min(run.net.layout[2 * l].shape))
     shape = run.net.layout[2 * layer].shape
-    s = singular_values(np.asarray(P[:, [0, P.shape[1] - 1]]), run.net, layer, workers=1)
+    s = singular_values(np.asarray(P[:, [0, P.shape[1] - 1]]), run.net, layer + 1, workers=1)
     er = rank_measures(s, shape)["effective_rank"]
     first, last = np.asarray(P[:, 0], dtype=np.float64), np.asarray(P[:, -1], dtype=np.float64)
     return {"final_loss": np.asarray(run.loss[:, -1], dtype=np.float64),

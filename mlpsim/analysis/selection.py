@@ -40,7 +40,7 @@ def select(net: MLP, which="all") -> np.ndarray:
         if not 1 <= layer <= net.n_layers:
             raise ValueError(f"selection {which!r} names a layer that does not exist; "
                              f"this network has layers 1..{net.n_layers}")
-        return net.indices(layer=layer - 1)
+        return net.indices(layer=layer)
     names = [e.name for e in net.layout]
     if which in names:
         return np.arange(net.entry(which).offset, net.entry(which).offset + net.entry(which).size)

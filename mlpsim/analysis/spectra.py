@@ -35,7 +35,7 @@ MIN_EIGENVALUES = 50
 
 
 def singular_values(params, net: MLP, layer: int, block=None, workers=None) -> np.ndarray:
-    """Singular values of weight matrix ``layer`` (0-based) at every checkpoint.
+    """Singular values of weight matrix ``layer`` (from 1: W1 is layer 1) at every checkpoint.
 
     Returns (E, C, min(out, in)), descending. Blocks of ``block`` checkpoints
     are read one at a time (memmaps stream) and decomposed on ``workers`` threads
@@ -47,8 +47,10 @@ def singular_values(params, net: MLP, layer: int, block=None, workers=None) -> n
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
+    if not (isinstance(layer, (int, np.integer)) and 1 <= layer <= net.n_layers):
+        raise ValueError(f"layer must be an integer in 1..{net.n_layers} (layer k is Wk), got {layer!r}")
     E, C, _ = np.shape(params)
-    entry = net.layout[2 * layer]
+    entry = net.layout[2 * (layer - 1)]
     out = np.empty((E, C, min(entry.shape)))
 
     def work(c0):

@@ -62,7 +62,7 @@ def explorer_data(run: Run, max_mb: float = 4.0, verdicts: bool = True) -> dict:
     sv = {}
     bad = ~np.all(np.isfinite(params), axis=-1)  # a diverged instance's frozen rows are NaN
     for l, e in enumerate(l for l in net.layout if l.kind == "weight"):
-        s = singular_values(np.where(bad[..., None], 0.0, params), net, l, workers=1)
+        s = singular_values(np.where(bad[..., None], 0.0, params), net, l + 1, workers=1)
         s[bad] = np.nan
         sv[e.name] = {"k": min(e.shape), "values": b64(s, "f4")}
     cfg = run.config
