@@ -257,7 +257,16 @@ def _title_and_question(module) -> tuple:
     title = first.split(":", 1)[-1].strip() if ":" in first else first
     title = title[:1].upper() + title[1:]
     question = rest.strip().split("\n\n")[0].replace("\n", " ") if rest else ""
+    if question.endswith(":"):  # a sentence that introduces the docstring's list: not part of the question
+        question = question[:question.rfind(". ") + 1] if ". " in question else ""
     return title, question
+
+
+def describe_net(net) -> str:
+    """A network in words and numbers, e.g. ``1-8-8-8-1 relu, 169 parameters``."""
+    masked = sum(m is not None for m in net.masks)
+    return (f"{'-'.join(map(str, net.widths))} {net.activation}, {net.n_params} parameters"
+            + (f", {masked} masked layers" if masked else ""))
 
 
 #: Instances that studies ending in a verdict train by default (see mlpsim.claims: each
@@ -315,7 +324,7 @@ def write_summary(out, study: str, title: str, question: str, verdicts, notes=()
     lines = [f"# {title}", "", question, ""]
     if runs:
         lines += ["Runs: " + "; ".join(f"{label}: `{Path(r.path)}` ({r.n_instances} instances, "
-                                       f"{r.net!r})" for label, r in runs.items()), ""]
+                                       f"{describe_net(r.net)})" for label, r in runs.items()), ""]
     if verdicts:
         lines += ["## Verdicts", "", verdict_table(verdicts), ""]
         for v in verdicts:

@@ -157,3 +157,11 @@ def test_full_seed_study(tmp_path):
     status = {(v["claim"], v["label"]): v["status"] for v in summary["verdicts"]}
     assert status[("broadening", "float64")] == status[("broadening", "float32")] == "supported"
     assert all(v["n_instances"] == 20 for v in summary["verdicts"])
+
+
+def test_summaries_speak_in_words_not_reprs(seed_study):
+    md = (seed_study / "summary.md").read_text()
+    assert "MLP(" not in md and "(16 instances, 1-8-8-8-1 relu, 169 parameters)" in md
+    from mlpsim.study import _title_and_question, study_module
+    _, question = _title_and_question(study_module("05_perturbation"))
+    assert question.endswith("usually\".") and not question.endswith(":")
