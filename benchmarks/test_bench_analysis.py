@@ -89,7 +89,7 @@ def test_singular_values_of_a_128_wide_trajectory(benchmark, tmp_path_factory):
     p.flush()
     mm = np.load(path, mmap_mode="r")
     benchmark.extra_info.update(checkpoints=C, instances=64, scale_to_full=32)
-    s = benchmark.pedantic(analysis.singular_values, args=(mm, net, 1), rounds=1, iterations=1)
+    s = benchmark.pedantic(analysis.singular_values, args=(mm, net, 2), rounds=1, iterations=1)  # W2, 128 x 128
     assert s.shape == (64, C, 128)
 
 

@@ -1,7 +1,8 @@
 """The README, run: every command and code block, at small settings, in document order.
 
 A block (or some of its commands) is left out only where the README says so, in
-an HTML comment just above it: ``<!-- not run: "PREFIX", "PREFIX": REASON -->``.
+an HTML comment just above it: ``<!-- not run: "PREFIX", "PREFIX": REASON -->``
+(a command starting with PREFIX; ``"COMMAND$"``: exactly that command).
 A command that is neither run nor marked fails the test, so a new README line
 cannot go untested by accident.
 
@@ -52,7 +53,7 @@ def commands(code: str, skipped: list):
         if not line:
             continue
         for part in (p.strip() for p in line.split("&&")):
-            if any(part.startswith(prefix) for prefix in skipped):
+            if any(part == prefix[:-1] if prefix.endswith("$") else part.startswith(prefix) for prefix in skipped):
                 left_out.append(part)
                 continue
             part = re.sub(r"^\.venv/bin/mlpsim\b", "mlpsim", part)
@@ -111,7 +112,7 @@ def test_the_readme_runs(tmp_path, monkeypatch):
                 assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-2000:])
                 assert "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
                 ran += 1
-    assert ran >= 24 and len(left_out) == 7, (ran, left_out)  # 5 install/test steps, 2 atlas lines
+    assert ran >= 23 and len(left_out) == 8, (ran, left_out)  # 5 install/test steps, 3 atlas lines
     # the blocks did what they say: a run, a study, an explorer, a sweep
     assert (tmp_path / "runs" / "demo" / "manifest.json").exists()
     assert (tmp_path / "out" / "seed" / "summary.md").exists()
@@ -127,3 +128,5 @@ def test_a_readme_command_without_a_note_fails():
         [["info", "x"]], [".venv/bin/pip install ."])
     assert commands("mlpsim atlas --size tiny|default [--dry-run]", [])[0] == [
         ["atlas", "--size", "tiny", "--dry-run"]]
+    assert commands("mlpsim info a\nmlpsim info a --json  # c", ["mlpsim info a$"]) == (
+        [["info", "a", "--json"]], ["mlpsim info a"])
