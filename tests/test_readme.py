@@ -117,7 +117,7 @@ def test_the_readme_runs(tmp_path, monkeypatch):
                 assert "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
                 print(f"{__import__('time').perf_counter() - t0:6.1f} s  {' '.join(small(args))}")
                 ran += 1
-    assert ran >= 22 and len(left_out) == 8, (ran, left_out)  # 5 install/test steps, 3 atlas lines
+    assert ran >= 21 and len(left_out) == 8, (ran, left_out)  # 5 install/test steps, 3 atlas lines
     # the blocks did what they say: a run, a study, an explorer, a sweep
     assert (tmp_path / "runs" / "demo" / "manifest.json").exists()
     assert (tmp_path / "out" / "seed" / "summary.md").exists()
