@@ -32,7 +32,7 @@ def test_one_run_alone(benchmark, tmp_path, threads):
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
-@pytest.mark.parametrize("n_runs", [8, pytest.param(200, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("n_runs", [4, pytest.param(200, marks=pytest.mark.slow)])
 def test_sweep_throughput(benchmark, tmp_path, n_runs):
     counter = iter(range(10**6))
     rows = benchmark.pedantic(lambda: run_sweep(sweep_dict(n_runs), tmp_path / f"s{next(counter)}",

@@ -116,6 +116,11 @@ def test_the_readme_runs(tmp_path, monkeypatch):
                 assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-2000:])
                 assert "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
                 print(f"{__import__('time').perf_counter() - t0:6.1f} s  {' '.join(small(args))}")
+                if args[:2] == ["study", "seed"]:  # a study's overall progress, in a log (not a terminal)
+                    log = proc.stdout + proc.stderr
+                    assert re.search(r"\[run 1/2\] \w+ ready \(elapsed \d+ s, ETA \d+ s\)", log), log[-3000:]
+                    assert re.search(r"\[run 2/2\] \w+ ready \(elapsed \d+ s\)", log)
+                    assert re.search(r"training 20 net\(s\): step \d+/150 \(\d+ %\), loss", log)
                 ran += 1
     assert ran >= 21 and len(left_out) == 8, (ran, left_out)  # 5 install/test steps, 3 atlas lines
     # the blocks did what they say: a run, a study, an explorer, a sweep
