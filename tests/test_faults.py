@@ -363,7 +363,8 @@ train = {{ steps = {steps}, checkpoint_every = 50 }}
 """
 
 
-@pytest.mark.parametrize("executor", [["--workers", "2"], ["--dask-local", "2"]])
+@pytest.mark.parametrize("executor", [["--workers", "2"],
+                                      pytest.param(["--dask-local", "2"], marks=pytest.mark.slow)])
 def test_sweep_ctrl_c_stops_at_once_without_tracebacks_and_resumes(tmp_path, executor):
     if executor[0] == "--dask-local":
         pytest.importorskip("dask.distributed")

@@ -235,8 +235,12 @@ def test_log_spaced_checkpoints(tmp_path):
     assert np.array_equal(run.params[:, -1], ref.params[:, -1])
 
 
+@pytest.mark.slow
 def test_seed_preset_trains_below_constant_predictor(tmp_path):
-    """15000 Adam steps: every instance well below the best constant's MSE (0.25)."""
+    """15000 Adam steps: every instance well below the best constant's MSE (0.25).
+
+    Slow (14 s); its smoke tests are the short seed runs of tests/test_golden.py
+    (fixed bytes) and tests/test_readme.py."""
     run = mlpsim.train("seed", tmp_path / "seed", progress=False)
     assert run.params.shape == (5, 1501, 169)
     final = run.final_loss()
