@@ -118,7 +118,7 @@ class Executor:
         jobs = list(jobs)
         if not jobs:
             return
-        clock = _Eta(jobs, costs)
+        clock = BatchEta(jobs, costs)
         if self.kind == "dask":
             if shared_dir is None:
                 raise ValueError("the Dask executor needs a shared folder for its stop requests")
@@ -191,7 +191,7 @@ def _result(fut) -> dict:
         return {"status": f"failed: {type(exc).__name__}: {exc}"}
 
 
-class _Eta:
+class BatchEta:
     """Overall progress of a batch of tasks: done/total, elapsed, and an ETA weighted by the
     jobs' relative costs (so that a batch that starts with its costliest jobs is not
     predicted to take forever)."""

@@ -166,11 +166,11 @@ def run_study(name: str, out, *, runs=None, configs=None, scale: float = 1.0, ru
     if runs is None:
         configs = default_configs(name, scale) if configs is None else configs
         _validate(configs)
-        runs = {}
-        from .executor import _Eta
+        from .executor import BatchEta
         from .store import n_params
+        runs = {}
         labels = list(configs)  # overall progress: an ETA weighted by each run's arithmetic
-        eta = _Eta(labels, [c.train.steps * c.train.instances * c.data.n * n_params(c.model.widths)
+        eta = BatchEta(labels, [c.train.steps * c.train.instances * c.data.n * n_params(c.model.widths)
                             for c in configs.values()])
         for i, (label, cfg) in enumerate(configs.items()):
             log(f"[run {i + 1}/{len(configs)}] {label}")
