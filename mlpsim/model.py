@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from . import kernels
+from . import kernels, simd
 from .errors import unknown_name_message
 
 #: Activation names and their kernel codes.
@@ -194,7 +194,7 @@ class MLP:
         Y = self.check_targets(y, X.shape[1], dtype=thetas.dtype)
         E = thetas.shape[0]
         buffers = self.work_buffers(E, X.shape[1], thetas.dtype)
-        G = np.empty((E, self.n_params))
+        G = np.empty((E, self.n_params), dtype=thetas.dtype)
         loss = np.empty(E)
         kernels.loss_grad_batch(thetas, *self._kernel_layout(), X, Y, np.ones(E, np.uint8),
                                 *buffers, G, loss)
@@ -215,7 +215,7 @@ class MLP:
             raise ValueError("inputs must contain at least one sample")
         if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
             raise ValueError("inputs contain NaN or Inf (or are not numeric)")
-        return np.ascontiguousarray(x.T, dtype=dtype)
+        return simd.aligned_copy(x.T, dtype)
 
     def check_targets(self, y, n: int, dtype=np.float64) -> np.ndarray:
         """Validate targets ``(n, d_out)`` (1-D accepted when d_out == 1); return ``(d_out, n)``."""
@@ -227,7 +227,7 @@ class MLP:
                              f"and the network's output, got {y.shape}")
         if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)):
             raise ValueError("targets contain NaN or Inf (or are not numeric)")
-        return np.ascontiguousarray(y.T, dtype=dtype)
+        return simd.aligned_copy(y.T, dtype)
 
     def check_params(self, theta, dtype=None) -> np.ndarray:
         """Validate a parameter array ``(..., P)``: finite, right length, 0 where masked."""
@@ -262,13 +262,13 @@ class MLP:
 
     def scratch(self, dtype) -> np.ndarray:
         """Per-thread activation work space for the kernels."""
-        return np.zeros((numba.config.NUMBA_NUM_THREADS, self._rows, kernels.CHUNK), dtype=dtype)
+        return simd.aligned_zeros((numba.config.NUMBA_NUM_THREADS, self._rows, kernels.CHUNK), dtype)
 
     def work_buffers(self, n_instances: int, n_samples: int, dtype):
         """(scratch_A, scratch_D, partial_G, partial_loss) for ``loss_grad_batch``."""
         n_chunks = -(-n_samples // kernels.CHUNK)
         return (self.scratch(dtype), self.scratch(dtype),
-                np.zeros((n_instances * n_chunks, self.n_params)),
+                np.zeros((n_instances * n_chunks, self.n_params), dtype=dtype),
                 np.zeros((n_instances, n_chunks)))
 
 

@@ -674,8 +674,9 @@ class RunWriter:
 
 def engine_info() -> dict:
     """What fixes the order of every floating-point operation of training (see :mod:`mlpsim.kernels`)."""
-    from . import kernels
-    return {"version": kernels.ENGINE_VERSION, "chunk": kernels.CHUNK, "lanes": kernels.LANES}
+    from . import kernels, simd
+    return {"version": kernels.ENGINE_VERSION, "chunk": kernels.CHUNK, "lanes": kernels.LANES,
+            "vector_bytes": simd.VECTOR_BYTES}
 
 
 def clear_run_dir(out: Path):

@@ -206,7 +206,7 @@ class Ensemble:
         self.active = np.ones(E, dtype=np.uint8)
         self.step = int(step)
         self.buffers = net.work_buffers(E, self.X.shape[1], self.dtype)
-        self.G = np.empty((E, P))
+        self.G = np.empty((E, P), dtype=self.dtype)
         self.loss_now = np.empty(E)
         self.hyper = train_config.hyper()
 

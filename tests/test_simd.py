@@ -1,0 +1,144 @@
+"""The SIMD layer the kernels are built on, against plain NumPy/Python arithmetic."""
+import math
+
+import numba
+import numpy as np
+import pytest
+
+from mlpsim import simd
+from mlpsim.simd import (
+    sfma,
+    vadd,
+    vbcast,
+    vfma,
+    vlanes,
+    vload,
+    vmask,
+    vrelu,
+    vsplat,
+    vstore,
+    vsub,
+    vsum,
+)
+
+
+@numba.njit(cache=True)
+def _elementwise(op, a, b, c, out):
+    """``out[0] = op(a[0], b[0], c[0])`` lane by lane, one vector."""
+    x = vload(a, 0, 0)
+    y = vload(b, 0, 0)
+    z = vload(c, 0, 0)
+    if op == 0:
+        r = vfma(x, y, z)
+    elif op == 1:
+        r = vadd(x, y)
+    elif op == 2:
+        r = vsub(x, y)
+    elif op == 3:
+        r = vrelu(x)
+    elif op == 4:
+        r = vmask(x, y)
+    else:
+        r = vbcast(c[0], 1)
+    vstore(out, 0, 0, r)
+
+
+@numba.njit(cache=True)
+def _scalar_fma(a, b, c):
+    return sfma(a, b, c)
+
+
+@numba.njit(cache=True)
+def _sum(a):
+    return vsum(vload(a, 0, 0))
+
+
+@numba.njit(cache=True)
+def _shifted_copy(a, out, r, c):
+    vstore(out, r, c + 1, vsplat(out, 2.0))
+    vstore(out, r, c, vload(a, r, c))
+    return vlanes(a)
+
+
+def _lanes(dtype):
+    return simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def _run(op, a, b, c):
+    out = np.zeros_like(a)
+    _elementwise(op, a, b, c, out)
+    return out[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fma_rounds_once(dtype):
+    # (1 + e)(1 - e) - 1 = -e^2 exactly; multiplying first rounds the product to 1 and gives 0
+    e = dtype(2.0 ** -30 if dtype == np.float64 else 2.0 ** -13)
+    V = _lanes(dtype)
+    a, b, c = (np.full((1, V), v, dtype) for v in (1 + e, 1 - e, -1))
+    assert a[0, 0] * b[0, 0] + c[0, 0] == 0  # the unfused answer
+    assert np.all(_run(0, a, b, c) == -e * e)
+    assert _scalar_fma(a[0, 0], b[0, 0], c[0, 0]) == -e * e
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lane_by_lane_operations(dtype):
+    V = _lanes(dtype)
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.normal(size=(1, V)).astype(dtype) for _ in range(3))
+    a[0, :3] = [np.nan, -0.0, -1.0]
+    b[0, :4] = [1.0, 0.0, np.nan, -0.0]
+    np.testing.assert_array_equal(_run(1, a, b, c), (a + b)[0])
+    np.testing.assert_array_equal(_run(2, a, b, c), (a - b)[0])
+    relu = _run(3, a, b, c)
+    assert np.isnan(relu[0]) and relu[2] == 0  # NaN stays NaN, as `if v < 0: v = 0`
+    np.testing.assert_array_equal(relu[3:], np.where(a[0, 3:] < 0, 0, a[0, 3:]))
+    masked = _run(4, a, b, c)
+    np.testing.assert_array_equal(masked[1:], np.where(b[0, 1:] <= 0, 0, a[0, 1:]))
+    assert masked[2] == a[0, 2]  # a NaN activation masks nothing
+    np.testing.assert_array_equal(_run(5, a, b, c), np.full(V, c[0, 1]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sum_adds_by_halves(dtype):
+    V = _lanes(dtype)
+    big = dtype(1e16 if dtype == np.float64 else 1e8)
+    rng = np.random.default_rng(1)
+    for _ in range(20):  # values where the order of the additions shows in the result
+        v = (rng.choice([-1.0, 1.0, 3.0], size=V) * rng.choice([1.0, big], size=V)).astype(dtype)
+        u = list(v)
+        while len(u) > 1:
+            h = len(u) // 2
+            u = [dtype(u[k] + u[k + h]) for k in range(h)]
+        assert _sum(v[None, :]) == u[0]
+
+
+def test_loads_and_stores_at_any_offset():
+    a = np.arange(40, dtype=np.float64).reshape(2, 20)
+    out = np.zeros_like(a)
+    assert _shifted_copy(a, out, 1, 3) == 8
+    np.testing.assert_array_equal(out[1, 3:11], a[1, 3:11])
+    assert out[1, 11] == 2.0 and not out[0].any() and not out[1, :3].any()
+
+
+def test_aligned_arrays():
+    for shape, dtype in [((3, 256), np.float64), ((2, 5, 256), np.float32), ((7,), np.float64)]:
+        a = simd.aligned_zeros(shape, dtype)
+        assert a.ctypes.data % simd.VECTOR_BYTES == 0 and a.shape == shape and a.dtype == dtype
+        assert a.flags.c_contiguous and not a.any()
+    x = np.arange(12.0).reshape(3, 4).T  # not contiguous
+    y = simd.aligned_copy(x, np.float32)
+    assert y.ctypes.data % simd.VECTOR_BYTES == 0 and y.dtype == np.float32 and y.flags.c_contiguous
+    np.testing.assert_array_equal(y, x)
+
+
+def test_wrong_arrays_are_refused_when_compiling():
+    @numba.njit
+    def load_1d(a):
+        return vsum(vload(a, 0, 0))
+
+    with pytest.raises((TypeError, numba.core.errors.TypingError), match="2-D C-contiguous"):
+        load_1d(np.zeros(8))
+    with pytest.raises((TypeError, numba.core.errors.TypingError), match="float32/float64"):
+        load_1d(np.zeros((1, 8), dtype=np.int64))
+    assert math.isfinite(load_1d(np.zeros((1, 8))))
