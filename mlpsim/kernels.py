@@ -33,7 +33,7 @@ thread count; changing any of it bumps :data:`ENGINE_VERSION`.
 * A unit's pre-activation is ``b``, then ``+ w_k * x_k`` for inputs k = 0, 1, ...
   in order (:func:`dense_forward`); a backpropagated delta starts at -0.0 and adds
   ``w * d`` over the layer's outputs in order (:func:`dense_delta`).
-* Samples are processed in chunks of ``CHUNK``; a sum over a chunk's samples
+* Samples are processed in chunks of 32 vectors (:data:`CHUNK_VECTORS`); a sum over a chunk's samples
   keeps ``LANES`` partial sums folded by a fixed tree (:data:`LANES`,
   :func:`fold`); chunks are added in chunk order per instance
   (:func:`reduce_chunks`). Each (instance, chunk) task writes its own partial,
@@ -92,11 +92,28 @@ from .simd import (
 #: commit; runs record it in their manifest, and resume refuses another version.
 ENGINE_VERSION = 2
 
-#: Samples per task. Changing it changes the order of floating-point sums, and
-#: so the last bits of every result: it is recorded in each run's manifest.
-#: Must be a multiple of the float32 LANES (32). 256 keeps a chunk of the seed
-#: network's activations and deltas (2 x 26 rows) in the L1 cache.
-CHUNK = 256
+#: Vectors of samples per task (a chunk): 32 vectors of 64 bytes, so 256 float64
+#: or 512 float32 samples (:func:`chunk_len`), and every work row is 2 KB whatever
+#: the dtype. Changing it changes the order of floating-point sums, and so the
+#: last bits of every result: it is recorded in each run's manifest. Measured
+#: (Intel Xeon model 207, seed network, us per net-step, 1 net on 1 thread / 64
+#: on 2): float64 chunks of 256 samples 104 / 60, of 512 112 / 64; float32 chunks
+#: of 256 68 / 39, of 512 54 / 30 (its per-chunk work, folding lane sums and
+#: calling the layer kernels, weighs half as much per sample).
+CHUNK_VECTORS = 32
+
+#: Samples per float64 chunk (float32: twice as many).
+CHUNK = CHUNK_VECTORS * simd.VECTOR_BYTES // 8
+
+#: Work rows are ``chunk_len + ROW_PAD`` long: rows a multiple of 4 KB apart
+#: would all fall into the same L1 cache sets (measured on the 8 x 8 layer, 512
+#: float64 samples: forward 1.69 us unpadded, 1.15 padded).
+ROW_PAD = 16
+
+
+def chunk_samples(dtype) -> int:
+    """Samples per chunk for parameters of ``dtype`` (the Python side of :func:`chunk_len`)."""
+    return CHUNK_VECTORS * simd.VECTOR_BYTES // np.dtype(dtype).itemsize
 
 #: Activation codes used inside kernels (see :data:`mlpsim.model.ACTIVATIONS`).
 IDENTITY, RELU, TANH, LEAKY_RELU = 0, 1, 2, 3
@@ -124,6 +141,12 @@ def fold(lo, hi):
     """The ``LANES`` partial sums (vectors ``lo`` = 0..V-1, ``hi`` = V..2V-1) as one number:
     ``u = lo + hi`` lane by lane, then :func:`mlpsim.simd.vsum` (halves)."""
     return vsum(vadd(lo, hi))
+
+
+@kernel
+def chunk_len(a):
+    """Samples per chunk for the dtype of array ``a`` (a compile-time constant)."""
+    return CHUNK_VECTORS * vlanes(a)
 
 
 @kernel
@@ -211,7 +234,7 @@ def dense_forward(theta, w0, b0, n_in, n_out, S, rs, c0, Z, rz, n, finish):
 
 @kernel
 def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish):
-    """Backpropagate deltas through one layer, for all CHUNK samples of a chunk:
+    """Backpropagate deltas through one layer, for all ``chunk_len`` samples of a chunk:
 
     ``D[rp + i, :] = W[0, i] * D[rd, :] + ... + W[n_out-1, i] * D[rd+n_out-1, :]``
     (``W[o, i] = theta[w0 + o * n_in + i]``; the sum starts at -0.0 and adds one
@@ -220,12 +243,13 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish):
     :func:`dense_forward` (four rows, two vectors of samples).
     """
     V = vlanes(D)
+    C = chunk_len(D)
     nz = vsplat(D, -0.0)
     mask = finish == MASK
     i = 0
     while i < n_in:
         if i + 4 <= n_in:
-            for s in range(0, CHUNK, 2 * V):
+            for s in range(0, C, 2 * V):
                 a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
                 for o in range(n_out):
                     x = vload(D, rd + o, s)
@@ -262,7 +286,7 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish):
                 vstore(D, rp + i + 3, s + V, b3)
             i += 4
         else:
-            for s in range(0, CHUNK, 2 * V):
+            for s in range(0, C, 2 * V):
                 a0, b0_ = nz, nz
                 for o in range(n_out):
                     u = vbcast(theta, w0 + o * n_in + i)
@@ -278,7 +302,7 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish):
 
 @kernel
 def layer_grads(D, rd, n_out, S, rs, c0, n_in, g, w0, b0):
-    """One layer's gradient over the CHUNK samples of a full chunk:
+    """One layer's gradient over the ``chunk_len`` samples of a full chunk:
 
     ``g[w0 + o * n_in + i] = sum_s D[rd + o, s] * S[rs + i, c0 + s]`` and
     ``g[b0 + o] = sum_s D[rd + o, s]``, each as ``LANES`` partial sums (see
@@ -297,10 +321,11 @@ def layer_grads(D, rd, n_out, S, rs, c0, n_in, g, w0, b0):
         grads_1x2(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in)
         o += 1
     V = vlanes(D)
+    C = chunk_len(D)
     nz = vsplat(D, -0.0)
     for o in range(n_out):
         a0, b0_ = nz, nz
-        for s in range(0, CHUNK, 2 * V):
+        for s in range(0, C, 2 * V):
             a0 = vadd(a0, vload(D, rd + o, s))
             b0_ = vadd(b0_, vload(D, rd + o, s + V))
         g[b0 + o] = fold(a0, b0_)
@@ -311,12 +336,13 @@ def grads_4x2(D, rd, S, rs, c0, n_in, g, w0):
     """:func:`layer_grads` for the four outputs ``rd .. rd + 3``; an odd last input
     is paired with itself and its duplicate result dropped."""
     V = vlanes(D)
+    C = chunk_len(D)
     nz = vsplat(D, -0.0)
     for i in range(0, n_in, 2):
         i1 = min(i + 1, n_in - 1)
         a00, b00, a01, b01, a10, b10, a11, b11 = nz, nz, nz, nz, nz, nz, nz, nz
         a20, b20, a21, b21, a30, b30, a31, b31 = nz, nz, nz, nz, nz, nz, nz, nz
-        for s in range(0, CHUNK, 2 * V):
+        for s in range(0, C, 2 * V):
             x0 = vload(S, rs + i, c0 + s)
             y0 = vload(S, rs + i, c0 + s + V)
             x1 = vload(S, rs + i1, c0 + s)
@@ -360,11 +386,12 @@ def grads_4x2(D, rd, S, rs, c0, n_in, g, w0):
 def grads_1x2(D, rd, S, rs, c0, n_in, g, w0):
     """:func:`layer_grads` for the one output ``rd`` (see :func:`grads_4x2`)."""
     V = vlanes(D)
+    C = chunk_len(D)
     nz = vsplat(D, -0.0)
     for i in range(0, n_in, 2):
         i1 = min(i + 1, n_in - 1)
         a00, b00, a01, b01 = nz, nz, nz, nz
-        for s in range(0, CHUNK, 2 * V):
+        for s in range(0, C, 2 * V):
             d = vload(D, rd, s)
             e = vload(D, rd, s + V)
             a00 = vfma(d, vload(S, rs + i, c0 + s), a00)
@@ -417,14 +444,26 @@ def forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, s1, A):
     (see :func:`dense_forward` for the order of each sum)."""
     L = widths.shape[0] - 1
     n = s1 - s0
+    C = chunk_len(A)
     for l in range(L):
         finish = CLAMP if act == RELU and l < L - 1 else NO_FINISH
+        # A whole chunk passes C as a constant: LLVM then drops the scalar
+        # tail and knows the trip count (forward pass of the seed network 1.53 us
+        # per chunk instead of 1.68).
         if l == 0:  # the source rows: inputs, or the previous layer's outputs
-            dense_forward(theta, w_off[0], b_off[0], widths[0], widths[1], X, 0, s0,
-                          A, r_off[1], n, finish)
+            if n == C:
+                dense_forward(theta, w_off[0], b_off[0], widths[0], widths[1], X, 0, s0,
+                              A, r_off[1], C, finish)
+            else:
+                dense_forward(theta, w_off[0], b_off[0], widths[0], widths[1], X, 0, s0,
+                              A, r_off[1], n, finish)
         else:
-            dense_forward(theta, w_off[l], b_off[l], widths[l], widths[l + 1], A, r_off[l], 0,
-                          A, r_off[l + 1], n, finish)
+            if n == C:
+                dense_forward(theta, w_off[l], b_off[l], widths[l], widths[l + 1], A, r_off[l], 0,
+                              A, r_off[l + 1], C, finish)
+            else:
+                dense_forward(theta, w_off[l], b_off[l], widths[l], widths[l + 1], A, r_off[l], 0,
+                              A, r_off[l + 1], n, finish)
         if l < L - 1 and act != RELU and act != IDENTITY:
             for u in range(widths[l + 1]):
                 activate(A[r_off[l + 1] + u], n, act, slope)
@@ -434,27 +473,28 @@ def forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, s1, A):
 def output_delta_chunk(widths, r_off, Y, s0, s1, A, D):
     """Write ``yhat - y`` into the output rows of ``D``; return the sum of squares.
 
-    Samples ``s1 - s0 .. CHUNK - 1`` of a short chunk get ``d = 0`` (padding).
+    Samples ``s1 - s0 .. chunk_len - 1`` of a short chunk get ``d = 0`` (padding).
     The sum has ``LANES`` partial sums (see :data:`LANES`), per output row; the
     rows' sums are added in float64, in row order.
     """
     V = vlanes(D)
+    C = chunk_len(D)
     L = widths.shape[0] - 1
     n = s1 - s0
     nz = vsplat(D, -0.0)
     total = 0.0
     for o in range(widths[L]):
         r = r_off[L] + o
-        if n == CHUNK:
-            for s in range(0, CHUNK, V):
+        if n == C:
+            for s in range(0, C, V):
                 vstore(D, r, s, vsub(vload(A, r, s), vload(Y, o, s0 + s)))
         else:
             for s in range(n):
                 D[r, s] = A[r, s] - Y[o, s0 + s]
-            for s in range(n, CHUNK):
+            for s in range(n, C):
                 D[r, s] = 0.0
         a0, b0_ = nz, nz
-        for s in range(0, CHUNK, 2 * V):
+        for s in range(0, C, 2 * V):
             x = vload(D, r, s)
             y = vload(D, r, s + V)
             a0 = vfma(x, x, a0)
@@ -467,13 +507,14 @@ def output_delta_chunk(widths, r_off, Y, s0, s1, A, D):
 def backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, c0, A, D, g):
     """Backpropagate ``D`` (output rows filled) and write the chunk's gradient into ``g``.
 
-    ``g`` receives the sums over the chunk's CHUNK samples of ``d * x`` (weights)
+    ``g`` receives the sums over the chunk's ``chunk_len`` samples of ``d * x`` (weights)
     and ``d`` (biases), unscaled; the caller applies the loss's ``2 / (n * d_out)``.
     Every entry of ``g`` is assigned exactly once, so ``g`` need not be zeroed.
-    Layer 1's inputs are ``X[:, c0:c0 + CHUNK]`` (:func:`chunk_gradient` pads a
+    Layer 1's inputs are ``X[:, c0:c0 + chunk_len]`` (:func:`chunk_gradient` pads a
     short chunk).
     """
     L = widths.shape[0] - 1
+    C = chunk_len(D)
     for l in range(L - 1, -1, -1):
         n_in = widths[l]
         n_out = widths[l + 1]
@@ -486,27 +527,28 @@ def backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, c0, A, D, 
             dense_delta(theta, w_off[l], n_in, n_out, D, rd, r_off[l], A, finish)
             if act != RELU and act != IDENTITY:
                 for i in range(n_in):
-                    multiply_by_derivative(D[r_off[l] + i], A[r_off[l] + i], CHUNK, act, slope)
+                    multiply_by_derivative(D[r_off[l] + i], A[r_off[l] + i], C, act, slope)
 
 
 @kernel
 def chunk_gradient(theta, widths, w_off, b_off, r_off, act, slope, X, Y, s0, s1, A, D, g, Xp):
     """Forward and backward pass of samples ``s0:s1``: writes ``g``, returns the sum of squares.
 
-    A short last chunk is padded to CHUNK samples with zero inputs, activations
+    A short last chunk is padded to ``chunk_len`` samples with zero inputs, activations
     and deltas, so that the backward pass always runs whole vectors: a padded
     sample adds a product ``0 * 0`` to each partial sum, which changes nothing
-    (for finite weights). ``Xp`` is (d_in, CHUNK) work space for the padded inputs.
+    (for finite weights). ``Xp`` is (d_in, >= chunk_len) work space for the padded inputs.
     """
     n = s1 - s0
+    C = chunk_len(A)
     forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, s1, A)
     total = output_delta_chunk(widths, r_off, Y, s0, s1, A, D)
-    if n == CHUNK:
+    if n == C:
         backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, A, D, g)
     else:
-        A[:, n:] = 0.0
+        A[:, n:C] = 0.0
         Xp[:, :n] = X[:, s0:s1]
-        Xp[:, n:] = 0.0
+        Xp[:, n:C] = 0.0
         backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, Xp, 0, A, D, g)
     return total
 
@@ -517,17 +559,18 @@ def chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, activ
     """Every (instance, chunk) task's gradient into ``partial_G``, loss into ``partial_loss``."""
     E = thetas.shape[0]
     n = X.shape[1]
-    n_chunks = (n + CHUNK - 1) // CHUNK
+    C = chunk_len(X)
+    n_chunks = (n + C - 1) // C
     # Per-thread work space, allocated once per call rather than once per task.
     n_threads = scratch_A.shape[0]
-    Xp = np.empty((n_threads, X.shape[0], CHUNK), dtype=X.dtype)
+    Xp = np.empty((n_threads, X.shape[0], C + ROW_PAD), dtype=X.dtype)
     for task in numba.prange(E * n_chunks):
         e = task // n_chunks
         if active[e] == 0:
             continue
         c = task % n_chunks
-        s0 = c * CHUNK
-        s1 = min(n, s0 + CHUNK)
+        s0 = c * C
+        s1 = min(n, s0 + C)
         tid = numba.get_thread_id()
         partial_loss[e, c] = chunk_gradient(thetas[e], widths, w_off, b_off, r_off, act, slope, X, Y,
                                             s0, s1, scratch_A[tid], scratch_D[tid], partial_G[task],
@@ -563,7 +606,7 @@ def loss_grad_batch(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, activ
     ----------
     thetas : (E, P) parameters; X : (d_in, n); Y : (d_out, n)
     active : (E,) uint8; instances with 0 are skipped (their outputs untouched)
-    scratch_A, scratch_D : (n_threads, R, CHUNK) per-thread work space
+    scratch_A, scratch_D : (n_threads, R, chunk_len + ROW_PAD) per-thread work space
     partial_G : (E * C, P) float64; partial_loss : (E, C) float64
     G : (E, P) float64 out, the gradient; loss : (E,) float64 out
 
@@ -571,7 +614,8 @@ def loss_grad_batch(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, activ
     """
     E = thetas.shape[0]
     n = X.shape[1]
-    n_chunks = (n + CHUNK - 1) // CHUNK
+    C = chunk_len(X)
+    n_chunks = (n + C - 1) // C
     scale = 1.0 / (n * Y.shape[0])
     chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, active,
                     scratch_A, scratch_D, partial_G, partial_loss)
@@ -587,12 +631,13 @@ def forward_batch(thetas, widths, w_off, b_off, r_off, act, slope, X, scratch_A,
     E = thetas.shape[0]
     L = widths.shape[0] - 1
     n = X.shape[1]
-    n_chunks = (n + CHUNK - 1) // CHUNK
+    C = chunk_len(X)
+    n_chunks = (n + C - 1) // C
     for task in numba.prange(E * n_chunks):
         e = task // n_chunks
         c = task % n_chunks
-        s0 = c * CHUNK
-        s1 = min(n, s0 + CHUNK)
+        s0 = c * C
+        s1 = min(n, s0 + C)
         A = scratch_A[numba.get_thread_id()]
         forward_chunk(thetas[e], widths, w_off, b_off, r_off, act, slope, X, s0, s1, A)
         for o in range(widths[L]):
@@ -691,7 +736,8 @@ def train_steps(thetas, state1, state2, free, active, t0, n_steps, optimizer, hy
     as :func:`loss_grad_batch` followed by :func:`optimizer_update`.
     """
     n = X.shape[1]
-    n_chunks = (n + CHUNK - 1) // CHUNK
+    C = chunk_len(X)
+    n_chunks = (n + C - 1) // C
     scale = 1.0 / (n * Y.shape[0])
     for k in range(n_steps):
         chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, active,

@@ -11,7 +11,7 @@ a candidate gives the same numbers whether it is evaluated alone or in a batch.
 import numba
 
 from ._jit import kernel, parallel_kernel
-from .kernels import CHUNK, activate, forward_chunk
+from .kernels import CHUNK, activate, chunk_len, forward_chunk
 
 #: Columns of the ``out`` array of :func:`evaluate_candidates`.
 SQ_ERR, SQ_DIFF, MAX_DIFF, FLIPS = 0, 1, 2, 3
@@ -58,8 +58,9 @@ def evaluate_candidates(theta, idx, vals, widths, w_off, b_off, r_off, act, slop
                 th[idx[k, j]] = vals[k, j]
         acc = out[k]
         acc[:] = 0.0
-        for s0 in range(0, n, CHUNK):
-            s1 = min(n, s0 + CHUNK)
+        C = chunk_len(X)
+        for s0 in range(0, n, C):
+            s1 = min(n, s0 + C)
             forward_chunk(th, widths, w_off, b_off, r_off, act, slope, X, s0, s1, A)
             accumulate_chunk(A, r_off[L], d_out, Y, ref, s0, s1, threshold, acc)
 

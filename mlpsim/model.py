@@ -262,11 +262,12 @@ class MLP:
 
     def scratch(self, dtype) -> np.ndarray:
         """Per-thread activation work space for the kernels."""
-        return simd.aligned_zeros((numba.config.NUMBA_NUM_THREADS, self._rows, kernels.CHUNK), dtype)
+        return simd.aligned_zeros((numba.config.NUMBA_NUM_THREADS, self._rows,
+                                  kernels.chunk_samples(dtype) + kernels.ROW_PAD), dtype)
 
     def work_buffers(self, n_instances: int, n_samples: int, dtype):
         """(scratch_A, scratch_D, partial_G, partial_loss) for ``loss_grad_batch``."""
-        n_chunks = -(-n_samples // kernels.CHUNK)
+        n_chunks = -(-n_samples // kernels.chunk_samples(dtype))
         return (self.scratch(dtype), self.scratch(dtype),
                 np.zeros((n_instances * n_chunks, self.n_params), dtype=dtype),
                 np.zeros((n_instances, n_chunks)))

@@ -673,10 +673,12 @@ class RunWriter:
 
 
 def engine_info() -> dict:
-    """What fixes the order of every floating-point operation of training (see :mod:`mlpsim.kernels`)."""
+    """What fixes the order of every floating-point operation of training (see :mod:`mlpsim.kernels`).
+
+    ``chunk`` and ``lanes`` are float64's counts; float32 has twice as many of each."""
     from . import kernels, simd
     return {"version": kernels.ENGINE_VERSION, "chunk": kernels.CHUNK, "lanes": kernels.LANES,
-            "vector_bytes": simd.VECTOR_BYTES}
+            "vector_bytes": simd.VECTOR_BYTES, "chunk_vectors": kernels.CHUNK_VECTORS}
 
 
 def clear_run_dir(out: Path):

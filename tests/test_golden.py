@@ -24,12 +24,13 @@ GOLDEN = {  # engine version -> dtype -> file -> sha256
                     "loss_steps.npy": "91e49981504a92489ca238209214fbdb1b4b351605788ffe9ee255bfd687954f"},
     },
     # 2: explicit SIMD vectors, every multiply-add fused (llvm.fma), sums over samples
-    # in 2 x 64 bytes of lanes folded by halves; float32 entirely in float32.
+    # in 2 x 64 bytes of lanes folded by halves, chunks of 32 x 64 bytes (256
+    # float64 / 512 float32 samples); float32 entirely in float32.
     2: {
         "float64": {"params.npy": "af5574b10d8d9d57dc9b83800854ab6e1d381d3874cf9f3c223047220fb62f38",
                     "loss_steps.npy": "560078632090230f487eb1f5f985d20ac15ced8b535f691e33849ee5a4435683"},
-        "float32": {"params.npy": "c8fe1cbeb0cbaf89e7d0ef12337aea4b65645f4b6b1e236396832f44ec7be930",
-                    "loss_steps.npy": "82bc68db0ad63d883bd33ac3dbf2240780f103057325e5e80f46a7df96d6c7b5"},
+        "float32": {"params.npy": "a0f54e6d6ee2acb4380503bfa9450268516dea67b3227b19ea6ed6773ef3ecf2",
+                    "loss_steps.npy": "1e920322bc8155b02fa7a5e39aec85136fb89737bd519a00e18c461f10b503c8"},
     },
 }
 
