@@ -51,10 +51,11 @@ broadcasts each weight once per block, and fuses every multiply-add.
 Work arrays are 64-byte aligned (:func:`mlpsim.simd.aligned_zeros`).
 
 Measured on a 2-core Intel Xeon model 207 (AVX-512), seed network [1, 8, 8, 8, 1],
-n = 5000, one Adam step (``mlpsim bench``): float64 1 net / 1 thread 104 us
-(engine 1: 270 us), 64 nets / 2 threads 59 us per net-step (engine 1: 131),
-float32 62 / 38 us. One chunk of 256 samples: forward 1.7 us, weight gradients
-2.0 us, backpropagated deltas 1.6 us (float64).
+n = 5000, one Adam step (``mlpsim bench``, best of several runs on a noisy
+virtual machine): float64 1 net / 1 thread 100-105 us (engine 1: 270 us), 64
+nets / 2 threads 56-60 us per net-step (engine 1: 131); float32 52-56 / 30-37 us.
+One float64 chunk of 256 samples: forward 1.5 us, weight gradients 2.0 us,
+backpropagated deltas 1.6 us.
 
 Rejected, with measurements (same machine):
 

@@ -168,6 +168,7 @@ def estimate_seconds(config: Config, threads=None, steps: int = 20) -> tuple:
     try:
         ens = Ensemble(net, config.train, x, y, initial_params(config, net))
         ens.run(1)
+        ens.loss()  # training evaluates the loss too (other kernels): compile or load them now
         t0 = time.perf_counter()
         ens.run(steps)
         per_step = (time.perf_counter() - t0) / steps
