@@ -19,10 +19,10 @@ training path is bit-reproducible:
 """
 import numba
 
-#: Seconds a cold start spends compiling the training kernels (measured: 33 s for
-#: a 10-step seed run with an empty cache, 2-core Intel Xeon model 207, numba
-#: 0.68): the "~N s" of the notice below.
-TRAINING_COMPILE_SECONDS = 30
+#: Seconds a cold start spends compiling the training kernels (measured: 24.5 s
+#: for a 10-step seed run with an empty cache, 2-core Intel Xeon model 207, numba
+#: 0.68, engine version 2): the "~N s" of the notice below.
+TRAINING_COMPILE_SECONDS = 25
 
 JIT_OPTIONS = dict(cache=True, fastmath=False, boundscheck=False, error_model="numpy", nogil=True)
 

@@ -190,14 +190,17 @@ class MLP:
         ensemble ``(E, P)``, ``loss`` is ``(E,)``. Entries of masked weights are 0.
         """
         thetas, single = self._as_ensemble(theta)
+        if not thetas.flags.writeable:  # e.g. a run's memory-mapped checkpoints: the training
+            thetas = thetas.copy()      # kernel computes the loss and takes writable parameters
         X = self.check_inputs(x, dtype=thetas.dtype)
         Y = self.check_targets(y, X.shape[1], dtype=thetas.dtype)
         E = thetas.shape[0]
         buffers = self.work_buffers(E, X.shape[1], thetas.dtype)
         G = np.empty((E, self.n_params), dtype=thetas.dtype)
         loss = np.empty(E)
-        kernels.loss_grad_batch(thetas, *self._kernel_layout(), X, Y, np.ones(E, np.uint8),
-                                *buffers, G, loss)
+        unused = np.zeros_like(thetas)  # optimizer state: no update with n_steps = 0
+        kernels.train_steps(thetas, unused, unused, self.free, np.ones(E, np.uint8), 0, 0, 0, np.zeros(6),
+                            *self._kernel_layout(), X, Y, *buffers, G, loss, np.empty((E, 0)))
         G *= self.free
         G = G.astype(thetas.dtype, copy=False)
         return (float(loss[0]), G[0]) if single else (loss, G)
@@ -266,7 +269,7 @@ class MLP:
                                   kernels.chunk_samples(dtype) + kernels.ROW_PAD), dtype)
 
     def work_buffers(self, n_instances: int, n_samples: int, dtype):
-        """(scratch_A, scratch_D, partial_G, partial_loss) for ``loss_grad_batch``."""
+        """(scratch_A, scratch_D, partial_G, partial_loss) for ``kernels.train_steps``."""
         n_chunks = -(-n_samples // kernels.chunk_samples(dtype))
         return (self.scratch(dtype), self.scratch(dtype),
                 np.zeros((n_instances * n_chunks, self.n_params), dtype=dtype),

@@ -168,7 +168,6 @@ def estimate_seconds(config: Config, threads=None, steps: int = 20) -> tuple:
     try:
         ens = Ensemble(net, config.train, x, y, initial_params(config, net))
         ens.run(1)
-        ens.loss()  # training evaluates the loss too (other kernels): compile or load them now
         t0 = time.perf_counter()
         ens.run(steps)
         per_step = (time.perf_counter() - t0) / steps
@@ -227,8 +226,10 @@ class Ensemble:
 
     def loss(self) -> np.ndarray:
         """Loss of the current parameters, ``(E,)`` (NaN for inactive instances)."""
-        kernels.loss_grad_batch(self.thetas, *self.net._kernel_layout(), self.X, self.Y, self.active,
-                                *self.buffers, self.G, self.loss_now)
+        kernels.train_steps(self.thetas, self.state1, self.state2, self.net.free, self.active,
+                            self.step, 0, self.config.optimizer_code, self.hyper,
+                            *self.net._kernel_layout(), self.X, self.Y, *self.buffers,
+                            self.G, self.loss_now, np.empty((self.thetas.shape[0], 0)))
         loss = self.loss_now.copy()
         loss[self.active == 0] = np.nan
         return loss
@@ -509,7 +510,7 @@ def _announce_compile(progress):
     """Say so before a cold start compiles, instead of pausing in silence."""
     from ._jit import compile_notice
     from .progress import resolve_mode
-    notice = compile_notice(kernels.train_steps, kernels.loss_grad_batch)
+    notice = compile_notice(kernels.train_steps)
     if notice and resolve_mode(progress) != "quiet":
         print(notice, file=sys.stderr, flush=True)
 

@@ -108,3 +108,18 @@ def test_relu_derivative_is_zero_at_zero():
     theta = np.array([1.0, 0.0, 1.0, 0.0])  # z1 = x; at x = 0, relu'(0) = 0
     _, grad = net.loss_and_grad(theta, np.array([[0.0]]), np.array([[1.0]]))
     assert grad[0] == 0.0 and grad[1] == 0.0
+
+
+def test_loss_and_grad_of_read_only_parameters():
+    # a run's checkpoints are memory-mapped read-only; the kernel writes nothing of them
+    net = mlpsim.MLP([1, 8, 1])
+    theta = np.stack([net.init(seed=s) for s in range(2)])
+    x = np.linspace(-1, 1, 300)[:, None]
+    y = np.sin(3 * x)
+    frozen = theta.copy()
+    frozen.setflags(write=False)
+    loss, grad = net.loss_and_grad(frozen, x, y)
+    want_loss, want_grad = net.loss_and_grad(theta, x, y)
+    np.testing.assert_array_equal(loss, want_loss)
+    np.testing.assert_array_equal(grad, want_grad)
+    np.testing.assert_array_equal(frozen, theta)
