@@ -202,7 +202,6 @@ class MLP:
         kernels.train_steps(thetas, unused, unused, self.free, np.ones(E, np.uint8), 0, 0, 0, np.zeros(6),
                             *self._kernel_layout(), X, Y, *buffers, G, loss, np.empty((E, 0)))
         G *= self.free
-        G = G.astype(thetas.dtype, copy=False)
         return (float(loss[0]), G[0]) if single else (loss, G)
 
     # ------------------------------------------------------------------ helpers

@@ -11,19 +11,17 @@ CPU; only the instructions that carry it out differ.
 
 Kernels use these functions only (no operators on vectors):
 
-=====================  ==================================================
-``vload(a, r, c)``     ``a[r, c : c + V]`` of a C-contiguous 2-D array
-``vstore(a, r, c, v)`` ``a[r, c : c + V] = v``
-``vsplat(a, x)``       a vector of ``V`` copies of ``x`` (``a`` names the dtype)
-``vfma(a, b, c)``      ``a * b + c`` rounded once, lane by lane
-``vadd`` / ``vsub``    lane by lane
-``vrelu(v)``           ``0`` where ``v < 0``, else ``v`` (NaN stays NaN)
-``vmask(v, a)``        ``0`` where ``a <= 0``, else ``v`` (relu's derivative)
-``vsum(v)``            the lanes added by halves: see :func:`vsum`
-``vbcast(a, k)``       ``vsplat(a, a[k])`` for a 1-D array, without the negative-index test
-``vlanes(a)``          ``V`` for the dtype of the array ``a``
-``sfma(a, b, c)``      scalar ``a * b + c`` rounded once (for short tails)
-=====================  ==================================================
+* ``vload(a, r, c)``: ``a[r, c : c + V]`` of a C-contiguous 2-D array;
+  ``vstore(a, r, c, v)``: ``a[r, c : c + V] = v``
+* ``vsplat(a, x)``: ``V`` copies of ``x`` (``a``, an array, names the dtype);
+  ``vbcast(a, k)``: ``V`` copies of ``a[k]`` of a 1-D array, without numba's
+  negative-index test
+* ``vfma(a, b, c)``: ``a * b + c`` rounded once, lane by lane; ``sfma`` the same
+  for scalars (short tails); ``vadd``, ``vsub``: lane by lane
+* ``vrelu(v)``: 0 where ``v < 0``, else ``v`` (NaN stays NaN); ``vmask(v, a)``:
+  0 where ``a <= 0``, else ``v`` (relu's derivative)
+* ``vsum(v)``: the lanes added by halves (see :func:`vsum`); ``vlanes(a)``: ``V``
+  for the dtype of the array ``a``
 
 No bounds are checked: the kernels' callers guarantee them.
 """
@@ -99,17 +97,21 @@ def vstore(typingctx, a, r, c, v):
     return types.none(a, r, c, v), codegen
 
 
+def _splat(context, builder, vt, x):
+    """The LLVM vector of type ``vt`` with ``x`` in every lane."""
+    vecty = context.get_value_type(vt)
+    v = builder.insert_element(ir.Constant(vecty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+    return builder.shuffle_vector(v, ir.Constant(vecty, ir.Undefined), mask)
+
+
 @intrinsic
 def vsplat(typingctx, a, x):
     _check_dtype(a)
     vt = Vec(a.dtype)
 
     def codegen(context, builder, sig, args):
-        vecty = context.get_value_type(vt)
-        x = context.cast(builder, args[1], sig.args[1], vt.dtype)
-        v = builder.insert_element(ir.Constant(vecty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
-        return builder.shuffle_vector(v, ir.Constant(vecty, ir.Undefined), mask)
+        return _splat(context, builder, vt, context.cast(builder, args[1], sig.args[1], vt.dtype))
     return vt(a, x), codegen
 
 
@@ -227,11 +229,7 @@ def vbcast(typingctx, a, k):
         ary = context.make_array(sig.args[0])(context, builder, args[0])
         k = context.cast(builder, args[1], sig.args[1], types.intp)
         ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [k])
-        x = builder.load(ptr)
-        vecty = context.get_value_type(vt)
-        v = builder.insert_element(ir.Constant(vecty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
-        return builder.shuffle_vector(v, ir.Constant(vecty, ir.Undefined), mask)
+        return _splat(context, builder, vt, builder.load(ptr))
     return vt(a, k), codegen
 
 
