@@ -123,3 +123,15 @@ def test_loss_and_grad_of_read_only_parameters():
     np.testing.assert_array_equal(loss, want_loss)
     np.testing.assert_array_equal(grad, want_grad)
     np.testing.assert_array_equal(frozen, theta)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_sample_gets_the_same_bits_in_a_vector_or_in_the_scalar_tail(dtype):
+    # a short chunk's last samples take the scalar loop; the documented arithmetic
+    # (fused multiply-adds in input order) must not depend on which path a sample takes
+    net = mlpsim.MLP([1, 8, 8, 8, 1])
+    theta = net.init(seed=3).astype(dtype)
+    x = np.linspace(-3, 3, 1000)[:, None]
+    full = net.forward(theta, x)
+    for k in (999, 990, 517, 7):
+        np.testing.assert_array_equal(net.forward(theta, x[:k]), full[:k])
