@@ -359,7 +359,7 @@ SWEEP = """
 preset = "tiny"
 train = {{ steps = {steps}, checkpoint_every = 50 }}
 [grid]
-"train.seed" = [1, 2, 3, 4, 5, 6]
+"train.seed" = {seeds}
 """
 
 
@@ -369,7 +369,9 @@ def test_sweep_ctrl_c_stops_at_once_without_tracebacks_and_resumes(tmp_path, exe
     if executor[0] == "--dask-local":
         pytest.importorskip("dask.distributed")
     path = tmp_path / "s.toml"
-    path.write_text(SWEEP.format(steps=20000))
+    # Three runs on two workers, each about 3 s of training on a 2-core Xeon (tiny's 60000 steps):
+    # the Ctrl-C, 0.5 s after two have started, finds two running and one queued.
+    path.write_text(SWEEP.format(steps=60000, seeds=[1, 2, 3]))
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "mlpsim", "sweep", str(path), "--out", str(out), *executor],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -390,13 +392,13 @@ def test_sweep_ctrl_c_stops_at_once_without_tracebacks_and_resumes(tmp_path, exe
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     statuses = [json.loads(p.read_text())["status"] for p in out.glob("runs/*/manifest.json")]
-    assert len(statuses) == 6 and set(statuses) == {"complete"}
+    assert len(statuses) == 3 and set(statuses) == {"complete"}
 
 
 def test_sweep_driver_killed_leaves_no_worker(tmp_path):
     psutil = pytest.importorskip("psutil")
     path = tmp_path / "s.toml"
-    path.write_text(SWEEP.format(steps=400000))
+    path.write_text(SWEEP.format(steps=400000, seeds=[1, 2, 3, 4, 5, 6]))
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "mlpsim", "sweep", str(path), "--out", str(out), "--workers", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -414,7 +416,7 @@ def test_sweep_driver_killed_leaves_no_worker(tmp_path):
 def test_unreachable_scheduler_fails_fast_with_its_address(tmp_path, capsys):
     pytest.importorskip("dask.distributed")
     path = tmp_path / "s.toml"
-    path.write_text(SWEEP.format(steps=40))
+    path.write_text(SWEEP.format(steps=40, seeds=[1, 2, 3, 4, 5, 6]))
     t0 = time.perf_counter()
     code, err = cli(["sweep", path, "--out", tmp_path / "out", "--scheduler", "tcp://127.0.0.1:9"], capsys)
     assert time.perf_counter() - t0 < 10
