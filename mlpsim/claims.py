@@ -43,6 +43,7 @@ statements name; their docstrings say how.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
@@ -388,6 +389,21 @@ def judge_layers(rows: list, claim: Claim, level: float) -> dict:
             "judged": J, "majority": majority}
 
 
+def median_of_medians(m) -> float:
+    """The headline effect of ``m`` (instances, matrices): the median over matrices of each
+    matrix's median over instances, NaNs left out."""
+    with np.errstate(all="ignore"):
+        return float(np.nanmedian(np.nanmedian(m, axis=0)))
+
+
+def medians_of_medians(stack) -> np.ndarray:
+    """:func:`median_of_medians` of every ``stack[k]`` (resamples, instances, matrices), in one
+    call (1000 bootstrap resamples: about 5 ms instead of 0.2-0.5 s, one call per resample)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample gives NaN, dropped
+        return np.nanmedian(np.nanmedian(stack, axis=1), axis=1)
+
+
 def _headline_effect(rows: list, claim: Claim, seed: int) -> tuple:
     """Median over judged matrices of each matrix's median effect, with a bootstrap
     interval over instances (instances resampled jointly across matrices)."""
@@ -395,12 +411,8 @@ def _headline_effect(rows: list, claim: Claim, seed: int) -> tuple:
     if not primary:
         return math.nan, (math.nan, math.nan)
     M = np.stack([r.effect for r in primary], axis=1)  # (E, matrices)
-
-    def stat(m):
-        with np.errstate(all="ignore"):
-            return float(np.nanmedian(np.nanmedian(m, axis=0)))
-    eff = stat(M)
-    lo, hi = stats.bootstrap_ci(M, stat, n_boot=1000, seed=seed)
+    eff = median_of_medians(M)
+    lo, hi = stats.bootstrap_ci(M, median_of_medians, n_boot=1000, seed=seed, batched=medians_of_medians)
     show = claim.display or (lambda v: v)
     return show(eff), (show(lo), show(hi))
 

@@ -1,4 +1,6 @@
 """The statistical building blocks of the claims engine, against exact values and scipy."""
+import warnings
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -68,6 +70,21 @@ def test_bootstrap_interval_is_seeded_and_sensible():
     x = np.random.default_rng(3).normal(5, 1, 200)
     a = stats.bootstrap_ci(x, np.mean, seed=1)
     assert a == stats.bootstrap_ci(x, np.mean, seed=1) and a[0] < 5 < a[1] and a[1] - a[0] < 0.5
+
+
+def test_batched_bootstrap_gives_the_interval_of_the_loop():
+    """The claims' headline effect (median over matrices of the median over instances) with
+    NaNs, as one call on the stack of resamples: the same interval, to the bit."""
+    from mlpsim.claims import median_of_medians, medians_of_medians
+    m = np.random.default_rng(5).standard_cauchy((13, 4))
+    m[[1, 6], 2] = np.nan
+    m[:, 3] = np.nan  # a matrix with no finite effect at all
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        loop = stats.bootstrap_ci(m, median_of_medians, n_boot=500, seed=2)
+    once = stats.bootstrap_ci(m, median_of_medians, n_boot=500, seed=2, batched=medians_of_medians)
+    other = stats.bootstrap_ci(m, median_of_medians, n_boot=500, seed=3, batched=medians_of_medians)
+    assert loop == once and np.isfinite(loop).all() and other != once
 
 
 def test_vuong_test():
