@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -8,3 +9,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Studies find and keep runs in a runs folder (see mlpsim.study); tests must never touch the
 # user's (~/.cache/mlpsim/runs), so the whole session shares a temporary one.
 os.environ["MLPSIM_RUNS"] = tempfile.mkdtemp(prefix="mlpsim-test-runs-")
+
+# A shell starts a background job ("cmd &" without job control) with Ctrl-C ignored, and
+# an ignored signal survives exec: pytest, and every mlpsim process a test starts, would then
+# ignore SIGINT, and the Ctrl-C tests would see runs that cannot be stopped. mlpsim rightly
+# keeps an inherited SIG_IGN (nohup-style use); the tests restore the terminal's default so
+# that their child processes start as they would from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
