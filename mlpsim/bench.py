@@ -7,8 +7,10 @@ prints the CPU, the float64 GEMM peak of this machine measured now with NumPy
 step (the notebook's 1-8-8-8-1 network, 5000 points, one full-batch Adam step)
 for 1 network on 1 thread and 64 networks on 2 threads, in float64 and float32,
 as GFLOP/s and as % of that peak. The benchmarks in ``benchmarks/`` report the
-same ratios. A GEMM measurement whose fastest and slowest repeats differ by
-more than 30 % is marked noisy (another program is using the cores).
+same ratios. Peaks and steps are measured in interleaved rounds and each figure
+is its best round (:func:`run`); a figure whose repeats or rounds differ by more
+than 30 % is marked noisy (another program, or another virtual machine on the
+same host, is using the cores).
 
 FLOPs are counted as a GEMM counts them: 2 per multiply-add of the forward
 pass, the weight gradients and the backpropagated deltas
@@ -50,6 +52,12 @@ def flops_per_step(widths, n: int) -> float:
     return 2.0 * n * (2 * macs + deltas)
 
 
+def spread(times) -> dict:
+    """Best and worst of repeated timings, and whether they differ by more than :data:`NOISY`."""
+    best, worst = min(times), max(times)
+    return {"best": best, "worst": worst, "noisy": (worst - best) / best > NOISY}
+
+
 def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     """float64 GEMM GFLOP/s with ``threads`` BLAS threads: best of ``repeats``, and the spread."""
     from threadpoolctl import threadpool_limits
@@ -63,58 +71,100 @@ def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
             a @ b
             times.append(time.perf_counter() - t0)
     flops = 2.0 * n ** 3
-    return {"gflops": flops / min(times) / 1e9, "slowest_gflops": flops / max(times) / 1e9,
-            "noisy": (max(times) - min(times)) / min(times) > NOISY, "threads": threads}
+    s = spread(times)
+    return {"gflops": flops / s["best"] / 1e9, "slowest_gflops": flops / s["worst"] / 1e9,
+            "noisy": s["noisy"], "threads": threads}
+
+
+class SeedStep:
+    """Full-batch Adam steps of ``instances`` seed networks on ``threads`` threads, ready to time."""
+
+    def __init__(self, instances: int, threads: int, dtype: str = "float64"):
+        from .config import preset
+        from .training import Ensemble, build_net, initial_params, training_data
+        cfg = preset("seed").with_values({"train.instances": instances, "train.dtype": dtype})
+        net = build_net(cfg)
+        x, y, _, _ = training_data(cfg, net)
+        self.instances, self.threads, self.dtype = instances, threads, dtype
+        self.flops = flops_per_step(net.widths, x.shape[0]) * instances
+        self.ens = Ensemble(net, cfg.train, x, y, initial_params(cfg, net))
+        self.time(0.0)  # load the compiled kernels outside the timing
+
+    def time(self, seconds: float) -> float:
+        """Best seconds per step over about ``seconds`` of steps (at least two calls)."""
+        import numba
+        before = numba.get_num_threads()
+        numba.set_num_threads(self.threads)
+        try:
+            steps, best, calls = 1, float("inf"), 0
+            t_end = time.perf_counter() + seconds
+            while calls < 2 or time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                self.ens.run(steps)
+                best = min(best, (time.perf_counter() - t0) / steps)
+                steps, calls = min(steps * 2, 64), calls + 1
+        finally:
+            numba.set_num_threads(before)
+        return best
 
 
 def seed_step(instances: int, threads: int, dtype: str = "float64", seconds: float = 1.0) -> dict:
     """Time full-batch Adam steps of ``instances`` seed networks on ``threads`` threads."""
-    import numba
-
-    from .config import preset
-    from .training import Ensemble, build_net, initial_params, training_data
-    cfg = preset("seed").with_values({"train.instances": instances, "train.dtype": dtype})
-    net = build_net(cfg)
-    x, y, _, _ = training_data(cfg, net)
-    before = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        ens = Ensemble(net, cfg.train, x, y, initial_params(cfg, net))
-        ens.run(2)  # load the compiled kernels outside the timing
-        steps, best = 1, float("inf")
-        t_end = time.perf_counter() + seconds
-        while time.perf_counter() < t_end:
-            t0 = time.perf_counter()
-            ens.run(steps)
-            dt = (time.perf_counter() - t0) / steps
-            best = min(best, dt)
-            steps = min(steps * 2, 64)
-    finally:
-        numba.set_num_threads(before)
-    flops = flops_per_step(net.widths, x.shape[0]) * instances
+    step = SeedStep(instances, threads, dtype)
+    best = step.time(seconds)
     return {"instances": instances, "threads": threads, "dtype": dtype, "seconds_per_step": best,
-            "gflops": flops / best / 1e9}
+            "gflops": step.flops / best / 1e9}
 
 
-def run(seconds: float = 1.0, log=print) -> dict:
-    """Measure and print everything (about 20-40 s)."""
+def run(seconds: float = 2.0, rounds: int = 3, log=print, cores=None) -> dict:
+    """Measure and print everything (about 20 s with the defaults).
+
+    The GEMM peaks and the seed steps are measured in ``rounds`` interleaved rounds
+    (each seed figure gets ``seconds / rounds`` per round), and each figure is its
+    best round: a virtual machine's speed drifts by tens of percent over seconds,
+    and a peak measured in a fast moment against a step timed in a slow one (or
+    the reverse) would make the ratio say more about the neighbours than about
+    mlpsim. A figure whose rounds differ by more than 30 % is marked noisy.
+    ``cores``: the thread count of the ensemble figures (default 2, or fewer on a
+    smaller machine).
+    """
     import numba
-    cores = min(2, numba.config.NUMBA_NUM_THREADS)
+    if cores is None:
+        cores = min(2, numba.config.NUMBA_NUM_THREADS)
     log(f"CPU: {cpu_name()}")
-    peaks = {t: gemm_peak(t) for t in sorted({1, cores})}
-    for t, p in peaks.items():
-        log(f"float64 GEMM peak, {t} thread(s): {p['gflops']:.1f} GFLOP/s"
-            + (f"  (NOISY: slowest repeat {p['slowest_gflops']:.1f}; another program is using the cores, "
-               "so the ratios below are uncertain)" if p["noisy"] else ""))
+    threads = sorted({1, cores})
+    cases = [(instances, t, dtype) for instances, t in ((1, 1), (64, cores)) for dtype in ("float64", "float32")]
+    steps = {case: SeedStep(*case) for case in cases}
+    peak_rounds = {t: [] for t in threads}
+    step_rounds = {case: [] for case in cases}
+    for _ in range(rounds):
+        for t in threads:
+            peak_rounds[t].append(gemm_peak(t, repeats=3))
+            for case in cases:
+                if case[1] == t:
+                    step_rounds[case].append(steps[case].time(seconds / rounds))
+    peaks = {}
+    for t in threads:
+        best = max(peak_rounds[t], key=lambda p: p["gflops"])
+        slowest = min(p["slowest_gflops"] for p in peak_rounds[t])
+        noisy = any(p["noisy"] for p in peak_rounds[t]) or spread([1 / p["gflops"] for p in peak_rounds[t]])["noisy"]
+        peaks[t] = {"gflops": best["gflops"], "slowest_gflops": slowest, "noisy": noisy, "threads": t}
+        log(f"float64 GEMM peak, {t} thread(s): {best['gflops']:.1f} GFLOP/s"
+            + (f"  (NOISY: slowest {slowest:.1f}; another program is using the cores, "
+               "so the ratios below are uncertain)" if noisy else ""))
     results = []
-    for instances, threads in ((1, 1), (64, cores)):
-        for dtype in ("float64", "float32"):
-            r = seed_step(instances, threads, dtype, seconds)
-            r["share_of_peak"] = r["gflops"] / peaks[threads]["gflops"]
-            results.append(r)
-            log(f"seed step, {instances:2d} net(s), {threads} thread(s), {dtype}: "
-                f"{r['seconds_per_step'] * 1e6 / instances:8.1f} us per net-step, {r['gflops']:6.1f} GFLOP/s, "
-                f"{100 * r['share_of_peak']:5.1f} % of the {threads}-thread float64 GEMM peak")
+    for case in cases:
+        instances, t, dtype = case
+        s = spread(step_rounds[case])
+        gflops = steps[case].flops / s["best"] / 1e9
+        r = {"instances": instances, "threads": t, "dtype": dtype, "seconds_per_step": s["best"],
+             "gflops": gflops, "share_of_peak": gflops / peaks[t]["gflops"], "noisy": s["noisy"],
+             "rounds": step_rounds[case]}
+        results.append(r)
+        log(f"seed step, {instances:2d} net(s), {t} thread(s), {dtype}: "
+            f"{s['best'] * 1e6 / instances:8.1f} us per net-step, {gflops:6.1f} GFLOP/s, "
+            f"{100 * r['share_of_peak']:5.1f} % of the {t}-thread float64 GEMM peak"
+            + (f"  (NOISY: slowest round {s['worst'] * 1e6 / instances:.1f} us)" if s["noisy"] else ""))
     by = {(r["instances"], r["dtype"]): r for r in results}
     for instances in (1, 64):
         ratio = by[(instances, "float32")]["gflops"] / by[(instances, "float64")]["gflops"]

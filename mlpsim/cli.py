@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -265,9 +266,29 @@ def cmd_atlas(args) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"need a number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need a whole number >= 1, got {text!r}")
+    return value
+
+
 def cmd_bench(args) -> int:
     from .bench import run
-    run(seconds=args.seconds)
+    run(seconds=args.seconds, rounds=args.rounds)
     return 0
 
 
@@ -366,7 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_atlas)
 
     b = sub.add_parser("bench", help="this machine's GEMM peak and mlpsim's speed as a share of it (< 1 min)")
-    b.add_argument("--seconds", type=float, default=1.0, help="time per measurement (default 1)")
+    b.add_argument("--seconds", type=_positive_float, default=2.0,
+                   help="time per seed-step figure, over all rounds (default 2)")
+    b.add_argument("--rounds", type=_positive_int, default=3,
+                   help="interleaved rounds of GEMM peak and seed steps; each figure is its best round (default 3)")
     b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="describe a run directory")

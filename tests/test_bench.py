@@ -1,0 +1,76 @@
+"""``mlpsim bench``: what it counts, when it calls a figure noisy, and what it prints."""
+import subprocess
+import sys
+
+import pytest
+
+from mlpsim import bench
+
+
+def test_flops_are_counted_as_gemm_counts_them():
+    # seed network 1-8-8-8-1: forward 8 + 64 + 64 + 8 = 144 multiply-adds per sample, weight
+    # gradients 144 again, deltas into the hidden layers 64 + 64 + 8 = 136; 2 FLOPs each
+    assert bench.flops_per_step((1, 8, 8, 8, 1), 5000) == 2 * 5000 * (144 + 144 + 136)
+    assert bench.flops_per_step((3, 2), 10) == 2 * 10 * (6 + 6)  # one layer: no delta
+
+
+def test_spread_is_noisy_beyond_30_percent():
+    assert bench.spread([1.0, 1.25, 1.1]) == {"best": 1.0, "worst": 1.25, "noisy": False}
+    assert bench.spread([2.0, 2.61])["noisy"] and not bench.spread([2.0, 2.59])["noisy"]
+
+
+class FakeStep:
+    """Seed steps whose timings are given: 1 net 100 us, 64 nets 64 x 50 us, float32 twice as
+    fast; the 64-net float64 figure drifts by 50 % between rounds."""
+
+    def __init__(self, instances, threads, dtype):
+        self.case = (instances, threads, dtype)
+        self.flops = 1e6 * instances
+        per_net = (100e-6 if instances == 1 else 50e-6) / (2 if dtype == "float32" else 1)
+        drift = [1.0, 1.5, 1.2] if (instances, dtype) == (64, "float64") else [1.1, 1.0, 1.05]
+        self.times = [per_net * instances * d for d in drift]
+
+    def time(self, seconds):
+        return self.times.pop(0)
+
+
+def test_each_figure_is_its_best_round_and_a_drifting_one_is_marked(monkeypatch):
+    peaks = iter([50.0, 100.0, 40.0, 90.0, 52.0, 60.0])  # GFLOP/s: 1 thread, 2 threads, per round
+
+    def gemm(threads, repeats=5):
+        g = next(peaks)
+        return {"gflops": g, "slowest_gflops": g * 0.95, "noisy": False, "threads": threads}
+    monkeypatch.setattr(bench, "gemm_peak", gemm)
+    monkeypatch.setattr(bench, "SeedStep", FakeStep)
+    lines = []
+    out = bench.run(seconds=0.3, rounds=3, log=lines.append, cores=2)
+    assert out["peaks"][1]["gflops"] == 52.0 and not out["peaks"][1]["noisy"]
+    assert out["peaks"][2]["gflops"] == 100.0 and out["peaks"][2]["noisy"]  # 100 vs 60: 67 % apart
+    by = {(r["instances"], r["dtype"]): r for r in out["results"]}
+    assert by[(1, "float64")]["seconds_per_step"] == pytest.approx(100e-6)
+    assert by[(1, "float64")]["share_of_peak"] == pytest.approx(1e6 / 100e-6 / 1e9 / 52.0)
+    assert by[(64, "float64")]["noisy"] and not by[(64, "float32")]["noisy"]
+    text = "\n".join(lines)
+    assert "float64 GEMM peak, 2 thread(s): 100.0 GFLOP/s  (NOISY" in text
+    assert "64 net(s), 2 thread(s), float64:     50.0 us per net-step" in text
+    assert "NOISY: slowest round 75.0 us" in text
+    assert "float32 / float64 throughput, 64 net(s): 2.00x" in text
+
+
+def test_the_command_prints_every_figure():
+    proc = subprocess.run([sys.executable, "-m", "mlpsim", "bench", "--seconds", "0.1", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and "cores)" in lines[0]
+    assert sum("GEMM peak" in line for line in lines) >= 1
+    assert sum("% of the" in line and "GFLOP/s" in line for line in lines) == 4
+    assert sum("float32 / float64 throughput" in line for line in lines) == 2
+
+
+@pytest.mark.parametrize("args,message", [(["--seconds", "0"], "--seconds: need a number > 0"),
+                                          (["--rounds", "two"], "--rounds: need a whole number >= 1")])
+def test_bad_arguments_are_refused(args, message):
+    proc = subprocess.run([sys.executable, "-m", "mlpsim", "bench", *args], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
