@@ -314,26 +314,73 @@ def layer_grads(D, rd, n_out, S, rs, c0, n_in, g, w0, b0):
     :data:`LANES`) combined by :func:`fold`.
 
     Blocked four outputs by two inputs (:func:`grads_4x2`: sixteen vector
-    accumulators, six loads of two vectors per sixteen multiply-adds), the last
-    ``n_out % 4`` outputs by :func:`grads_1x2`. How the weights are blocked
-    changes no sum: each one has its own accumulators.
+    accumulators, six loads of two vectors per sixteen multiply-adds); a layer
+    with one input four outputs at a time with their biases (:func:`grads_4x1`);
+    the last ``n_out % 4`` outputs four inputs at a time (:func:`grads_1x4`). How
+    the weights are blocked changes no sum: each one has its own accumulators.
+    Measured (Intel Xeon model 207, the seed network's four layers per float64
+    chunk, best of 30 interleaved rounds): 1.74-1.82 us, against 1.94-2.03 with
+    4 x 2 and 1 x 2 blocks only.
     """
     o = 0
-    while o + 4 <= n_out:
-        grads_4x2(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in)
-        o += 4
+    biased = 0  # outputs whose bias a block already summed
+    if n_in == 1:
+        while o + 4 <= n_out:
+            grads_4x1(D, rd + o, S, rs, c0, g, w0 + o, b0 + o)
+            o += 4
+        biased = o
+    else:
+        while o + 4 <= n_out:
+            grads_4x2(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in)
+            o += 4
     while o < n_out:
-        grads_1x2(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in)
+        grads_1x4(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in)
         o += 1
     V = vlanes(D)
     C = chunk_len(D)
     nz = vsplat(D, -0.0)
-    for o in range(n_out):
+    for o in range(biased, n_out):
         a0, b0_ = nz, nz
         for s in range(0, C, 2 * V):
             a0 = vadd(a0, vload(D, rd + o, s))
             b0_ = vadd(b0_, vload(D, rd + o, s + V))
         g[b0 + o] = fold(a0, b0_)
+
+
+@kernel
+def grads_4x1(D, rd, S, rs, c0, g, w0, b0):
+    """:func:`layer_grads` of a layer with one input, for the four outputs ``rd .. rd + 3``,
+    biases included: each loaded delta feeds its weight's multiply-add and its bias's add
+    (rather than pairing the input with itself in :func:`grads_4x2` and summing the
+    biases in a separate pass)."""
+    V = vlanes(D)
+    C = chunk_len(D)
+    nz = vsplat(D, -0.0)
+    a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
+    c0_, d0, c1, d1, c2, d2, c3, d3 = nz, nz, nz, nz, nz, nz, nz, nz
+    for s in range(0, C, 2 * V):
+        x = vload(S, rs, c0 + s)
+        y = vload(S, rs, c0 + s + V)
+        d = vload(D, rd, s)
+        e = vload(D, rd, s + V)
+        a0, b0_, c0_, d0 = vfma(d, x, a0), vfma(e, y, b0_), vadd(c0_, d), vadd(d0, e)
+        d = vload(D, rd + 1, s)
+        e = vload(D, rd + 1, s + V)
+        a1, b1, c1, d1 = vfma(d, x, a1), vfma(e, y, b1), vadd(c1, d), vadd(d1, e)
+        d = vload(D, rd + 2, s)
+        e = vload(D, rd + 2, s + V)
+        a2, b2, c2, d2 = vfma(d, x, a2), vfma(e, y, b2), vadd(c2, d), vadd(d2, e)
+        d = vload(D, rd + 3, s)
+        e = vload(D, rd + 3, s + V)
+        a3, b3, c3, d3 = vfma(d, x, a3), vfma(e, y, b3), vadd(c3, d), vadd(d3, e)
+    g[w0] = fold(a0, b0_)
+    g[w0 + 1] = fold(a1, b1)
+    g[w0 + 2] = fold(a2, b2)
+    g[w0 + 3] = fold(a3, b3)
+    g[b0] = fold(c0_, d0)
+    g[b0 + 1] = fold(c1, d1)
+    g[b0 + 2] = fold(c2, d2)
+    g[b0 + 3] = fold(c3, d3)
 
 
 @kernel
@@ -388,24 +435,36 @@ def grads_4x2(D, rd, S, rs, c0, n_in, g, w0):
 
 
 @kernel
-def grads_1x2(D, rd, S, rs, c0, n_in, g, w0):
-    """:func:`layer_grads` for the one output ``rd`` (see :func:`grads_4x2`)."""
+def grads_1x4(D, rd, S, rs, c0, n_in, g, w0):
+    """:func:`layer_grads` for the one output ``rd``, four inputs at a time (eight
+    accumulators: enough independent multiply-adds to hide their latency, which two
+    inputs at a time, four accumulators, did not).
+    Past the last input, the last one is repeated and its duplicate results dropped."""
     V = vlanes(D)
     C = chunk_len(D)
     nz = vsplat(D, -0.0)
-    for i in range(0, n_in, 2):
-        i1 = min(i + 1, n_in - 1)
-        a00, b00, a01, b01 = nz, nz, nz, nz
+    last = n_in - 1
+    for i in range(0, n_in, 4):
+        i1, i2, i3 = min(i + 1, last), min(i + 2, last), min(i + 3, last)
+        a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
         for s in range(0, C, 2 * V):
             d = vload(D, rd, s)
             e = vload(D, rd, s + V)
-            a00 = vfma(d, vload(S, rs + i, c0 + s), a00)
-            b00 = vfma(e, vload(S, rs + i, c0 + s + V), b00)
-            a01 = vfma(d, vload(S, rs + i1, c0 + s), a01)
-            b01 = vfma(e, vload(S, rs + i1, c0 + s + V), b01)
-        g[w0 + i] = fold(a00, b00)
+            a0 = vfma(d, vload(S, rs + i, c0 + s), a0)
+            b0_ = vfma(e, vload(S, rs + i, c0 + s + V), b0_)
+            a1 = vfma(d, vload(S, rs + i1, c0 + s), a1)
+            b1 = vfma(e, vload(S, rs + i1, c0 + s + V), b1)
+            a2 = vfma(d, vload(S, rs + i2, c0 + s), a2)
+            b2 = vfma(e, vload(S, rs + i2, c0 + s + V), b2)
+            a3 = vfma(d, vload(S, rs + i3, c0 + s), a3)
+            b3 = vfma(e, vload(S, rs + i3, c0 + s + V), b3)
+        g[w0 + i] = fold(a0, b0_)
         if i1 > i:
-            g[w0 + i1] = fold(a01, b01)
+            g[w0 + i1] = fold(a1, b1)
+        if i2 > i1:
+            g[w0 + i2] = fold(a2, b2)
+        if i3 > i2:
+            g[w0 + i3] = fold(a3, b3)
 
 
 @kernel
