@@ -19,10 +19,11 @@ training path is bit-reproducible:
 """
 import numba
 
-#: Seconds a cold start spends compiling the training kernels (measured: 24.5 s
-#: for a 10-step seed run with an empty cache, 2-core Intel Xeon model 207, numba
-#: 0.68, engine version 2): the "~N s" of the notice below.
-TRAINING_COMPILE_SECONDS = 25
+#: Seconds a cold start spends compiling the training kernels (measured: a
+#: 10-step seed run with an empty cache took 16.9-17.8 s in all, 2-core Intel Xeon
+#: model 207, numba 0.68; 29.6 s before the kernels stopped passing literal 0s,
+#: see :func:`mlpsim.kernels.chunk_gradient`): the "~N s" of the notice below.
+TRAINING_COMPILE_SECONDS = 17
 
 JIT_OPTIONS = dict(cache=True, fastmath=False, boundscheck=False, error_model="numpy", nogil=True)
 

@@ -9,6 +9,7 @@ samples run in sample order, so results do not depend on the thread count, and
 a candidate gives the same numbers whether it is evaluated alone or in a batch.
 """
 import numba
+import numpy as np
 
 from ._jit import kernel, parallel_kernel
 from .kernels import CHUNK, activate, chunk_len, forward_chunk
@@ -143,4 +144,5 @@ def evaluate_single_edits(theta, idx, vals, layer_of, unit_of, input_of, widths,
                 final = a_in
             else:
                 final = cur
-            accumulate_chunk(final, 0, widths[L], Y, ref, s0, s1, threshold, acc)
+            # np.int64(0), not a literal 0: one compiled accumulate_chunk (see kernels.chunk_gradient)
+            accumulate_chunk(final, np.int64(0), widths[L], Y, ref, s0, s1, threshold, acc)
