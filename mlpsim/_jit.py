@@ -18,6 +18,7 @@ training path is bit-reproducible:
   than by an obscure exception inside compiled code.
 """
 import numba
+import numpy as np
 
 #: Seconds a cold start spends compiling the training kernels (measured: a
 #: 10-step seed run with an empty cache took 16.9-17.8 s in all, 2-core Intel Xeon
@@ -35,22 +36,38 @@ kernel = numba.njit(**JIT_OPTIONS)
 parallel_kernel = numba.njit(parallel=True, **JIT_OPTIONS)
 
 
-def cached(*dispatchers) -> bool:
+def cached(*dispatchers, dtype=None) -> bool:
     """Whether numba's on-disk cache holds machine code for every one of ``dispatchers``.
 
-    Reads the cache index the way numba does on a call (an index written for an
-    older version of the source counts as missing). Any surprise in numba's
+    Reads the cache index the way numba does on a call: an entry counts only if it
+    was written for this source code and this CPU target (an index written for an
+    older version of the source counts as missing). With ``dtype``, only entries
+    whose first argument is an array of that dtype count: float32 training needs
+    its own machine code even where float64's is cached. Any surprise in numba's
     internals answers True: the only use is to decide whether to announce a
     compilation, and a missing notice is better than a wrong one.
     """
     try:
-        return all(bool(d._cache._cache_file._load_index()) for d in dispatchers)
+        return all(_cached_one(d, dtype) for d in dispatchers)
     except Exception:  # noqa: BLE001 - numba internals changed: say nothing
         return True
 
 
-def compile_notice(*dispatchers, seconds: float = TRAINING_COMPILE_SECONDS):
-    """The line to print before a first call that will compile, or None if the cache is warm."""
-    if cached(*dispatchers):
+def _cached_one(dispatcher, dtype) -> bool:
+    cache = dispatcher._cache
+    codegen = dispatcher.targetctx.codegen()
+    for key in cache._cache_file._load_index():
+        sig = key[0]
+        if cache._index_key(sig, codegen) != key:  # another CPU target, or older source
+            continue
+        if dtype is None or (sig and getattr(sig[0], "dtype", None) == numba.from_dtype(np.dtype(dtype))):
+            return True
+    return False
+
+
+def compile_notice(*dispatchers, seconds: float = TRAINING_COMPILE_SECONDS, dtype=None):
+    """The line to print before a first call that will compile, or None if the cache is warm
+    (for ``dtype``, if given: see :func:`cached`)."""
+    if cached(*dispatchers, dtype=dtype):
         return None
     return f"compiling kernels, once: ~{seconds:.0f} s (cached for every later run)"

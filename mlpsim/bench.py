@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -116,7 +117,22 @@ def seed_step(instances: int, threads: int, dtype: str = "float64", seconds: flo
             "gflops": step.flops / best / 1e9}
 
 
-def run(seconds: float = 2.0, rounds: int = 3, log=print, cores=None) -> dict:
+def _to_stderr(message: str):
+    print(message, file=sys.stderr, flush=True)
+
+
+def compile_notice() -> str | None:
+    """What a cold start will compile before the first figure (None when both dtypes are cached)."""
+    from . import kernels
+    from ._jit import TRAINING_COMPILE_SECONDS, cached
+    missing = [dtype for dtype in ("float64", "float32") if not cached(kernels.train_steps, dtype=dtype)]
+    if not missing:
+        return None
+    return (f"compiling kernels, once: ~{TRAINING_COMPILE_SECONDS * len(missing):.0f} s "
+            f"({' and '.join(missing)}; cached for every later run)")
+
+
+def run(seconds: float = 2.0, rounds: int = 3, log=print, cores=None, say=_to_stderr) -> dict:
     """Measure and print everything (about 20 s with the defaults).
 
     The GEMM peaks and the seed steps are measured in ``rounds`` interleaved rounds
@@ -126,7 +142,9 @@ def run(seconds: float = 2.0, rounds: int = 3, log=print, cores=None) -> dict:
     the reverse) would make the ratio say more about the neighbours than about
     mlpsim. A figure whose rounds differ by more than 30 % is marked noisy.
     ``cores``: the thread count of the ensemble figures (default 2, or fewer on a
-    smaller machine).
+    smaller machine). ``log`` receives the figures, ``say`` the progress (a
+    cold start's compile notice, then each round): standard output and standard
+    error by default.
     """
     import numba
     if cores is None:
@@ -134,10 +152,14 @@ def run(seconds: float = 2.0, rounds: int = 3, log=print, cores=None) -> dict:
     log(f"CPU: {cpu_name()}")
     threads = sorted({1, cores})
     cases = [(instances, t, dtype) for instances, t in ((1, 1), (64, cores)) for dtype in ("float64", "float32")]
+    notice = compile_notice()
+    if notice:
+        say(notice)
     steps = {case: SeedStep(*case) for case in cases}
     peak_rounds = {t: [] for t in threads}
     step_rounds = {case: [] for case in cases}
-    for _ in range(rounds):
+    for k in range(rounds):
+        say(f"measuring: round {k + 1}/{rounds}")
         for t in threads:
             peak_rounds[t].append(gemm_peak(t, repeats=3))
             for case in cases:

@@ -423,7 +423,7 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
             writer, state = RunWriter.create(out, cfg, net, x, y, x_test, y_test, thetas0 if explicit else None), None
         else:
             writer, state = opened
-        _announce_compile(progress)
+        _announce_compile(progress, cfg.train.dtype)
         trainer = _Trainer(cfg, net, writer, x, y, thetas0, x_test, y_test)
         try:
             if state is not None:
@@ -506,11 +506,11 @@ def _check_same_config(out: Path, old: Config, cfg: Config):
         raise RunError(f"cannot resume {str(out)!r} with a different configuration: " + "; ".join(diffs))
 
 
-def _announce_compile(progress):
+def _announce_compile(progress, dtype):
     """Say so before a cold start compiles, instead of pausing in silence."""
     from ._jit import compile_notice
     from .progress import resolve_mode
-    notice = compile_notice(kernels.train_steps)
+    notice = compile_notice(kernels.train_steps, dtype=dtype)
     if notice and resolve_mode(progress) != "quiet":
         print(notice, file=sys.stderr, flush=True)
 

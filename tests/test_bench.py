@@ -42,8 +42,10 @@ def test_each_figure_is_its_best_round_and_a_drifting_one_is_marked(monkeypatch)
         return {"gflops": g, "slowest_gflops": g * 0.95, "noisy": False, "threads": threads}
     monkeypatch.setattr(bench, "gemm_peak", gemm)
     monkeypatch.setattr(bench, "SeedStep", FakeStep)
-    lines = []
-    out = bench.run(seconds=0.3, rounds=3, log=lines.append, cores=2)
+    lines, said = [], []
+    monkeypatch.setattr(bench, "compile_notice", lambda: None)
+    out = bench.run(seconds=0.3, rounds=3, log=lines.append, cores=2, say=said.append)
+    assert said == ["measuring: round 1/3", "measuring: round 2/3", "measuring: round 3/3"]
     assert out["peaks"][1]["gflops"] == 52.0 and not out["peaks"][1]["noisy"]
     assert out["peaks"][2]["gflops"] == 100.0 and out["peaks"][2]["noisy"]  # 100 vs 60: 67 % apart
     by = {(r["instances"], r["dtype"]): r for r in out["results"]}
@@ -55,6 +57,17 @@ def test_each_figure_is_its_best_round_and_a_drifting_one_is_marked(monkeypatch)
     assert "64 net(s), 2 thread(s), float64:     50.0 us per net-step" in text
     assert "NOISY: slowest round 75.0 us" in text
     assert "float32 / float64 throughput, 64 net(s): 2.00x" in text
+
+
+def test_a_cold_start_names_what_it_compiles(monkeypatch):
+    from mlpsim import _jit
+    monkeypatch.setattr(_jit, "cached", lambda *d, dtype=None: dtype == "float64")  # float32 not yet
+    assert bench.compile_notice() == (f"compiling kernels, once: ~{_jit.TRAINING_COMPILE_SECONDS} s "
+                                      "(float32; cached for every later run)")
+    monkeypatch.setattr(_jit, "cached", lambda *d, dtype=None: False)
+    assert "~34 s (float64 and float32;" in bench.compile_notice()
+    monkeypatch.setattr(_jit, "cached", lambda *d, dtype=None: True)
+    assert bench.compile_notice() is None
 
 
 def test_the_command_prints_every_figure():

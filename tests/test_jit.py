@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 import mlpsim
 from mlpsim import _jit, kernels
 
@@ -42,12 +44,44 @@ def test_notice_until_compiled_then_silent(tmp_path):
     assert _jit.compile_notice(_load(path).twice) is not None
 
 
+SCALE = '''
+from mlpsim._jit import kernel
+
+@kernel
+def scale(a):
+    for i in range(a.shape[0]):
+        a[i] *= 2.0
+'''
+
+
+def test_the_cache_counts_per_dtype_and_per_cpu_target(tmp_path):
+    path = tmp_path / "scale_kernel.py"
+    path.write_text(SCALE)
+    fresh = _load(path)
+    fresh.scale(np.ones(3))  # float64 machine code, cached
+    assert _jit.cached(fresh.scale) and _jit.cached(fresh.scale, dtype="float64")
+    assert not _jit.cached(fresh.scale, dtype="float32")  # float32 training would still compile
+    assert _jit.compile_notice(fresh.scale, dtype="float32") is not None
+    fresh.scale(np.ones(3, dtype=np.float32))
+    assert _jit.cached(fresh.scale, dtype="float32")
+    # machine code for another CPU target does not count here
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "scale_kernel.py").write_text(SCALE)
+    code = (f"import sys, numpy as np; sys.path.insert(0, {str(other)!r}); import scale_kernel;"
+            "scale_kernel.scale(np.ones(3))")
+    env = dict(os.environ, NUMBA_CPU_NAME="generic")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    assert not _jit.cached(_load(other / "scale_kernel.py").scale)
+
+
 def test_train_says_it_compiles_unless_quiet(tmp_path, monkeypatch, capsys):
     asked = []
-    monkeypatch.setattr(_jit, "cached", lambda *d: asked.extend(d) or False)  # as on a cold machine
-    mlpsim.train(mlpsim.preset("tiny"), tmp_path / "a", overrides=["train.steps=2"], progress="lines")
+    monkeypatch.setattr(_jit, "cached", lambda *d, dtype=None: asked.extend([*d, dtype]) or False)  # as on a cold machine
+    mlpsim.train(mlpsim.preset("tiny"), tmp_path / "a", overrides=["train.steps=2", "train.dtype=float32"],
+                 progress="lines")
     assert "compiling kernels, once: ~" in capsys.readouterr().err
-    assert kernels.train_steps in asked  # the kernel train() calls first is the one checked
+    assert asked == [kernels.train_steps, "float32"]  # the kernel train() calls first, for the run's dtype
     mlpsim.train(mlpsim.preset("tiny"), tmp_path / "b", overrides=["train.steps=2"], progress=False)
     assert "compiling" not in capsys.readouterr().err
 
