@@ -53,7 +53,8 @@ def test_each_figure_is_its_best_round_and_a_drifting_one_is_marked(monkeypatch)
     assert by[(1, "float64")]["share_of_peak"] == pytest.approx(1e6 / 100e-6 / 1e9 / 52.0)
     assert by[(64, "float64")]["noisy"] and not by[(64, "float32")]["noisy"]
     text = "\n".join(lines)
-    assert "float64 GEMM peak, 2 thread(s): 100.0 GFLOP/s  (NOISY" in text
+    assert "float64 GEMM peak, 1 thread(s): 52.0 GFLOP/s\n" in text + "\n"
+    assert "float64 GEMM peak, 2 thread(s): 100.0 GFLOP/s = 1.92x 1 thread  (NOISY" in text
     assert "64 net(s), 2 thread(s), float64:     50.0 us per net-step" in text
     assert "NOISY: slowest round 75.0 us" in text
     assert "float32 / float64 throughput, 64 net(s): 2.00x" in text
