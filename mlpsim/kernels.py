@@ -614,17 +614,27 @@ def chunk_gradient(theta, widths, w_off, b_off, r_off, act, slope, X, Y, s0, s1,
     """
     n = s1 - s0
     C = chunk_len(A)
-    forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, s1, A)
-    total = output_delta_chunk(widths, r_off, Y, s0, s1, A, D)
     if n == C:
+        forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, s1, A)
+        total = output_delta_chunk(widths, r_off, Y, s0, s1, A, D)
         backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, A, D, g)
-    else:
-        A[:, n:C] = 0.0
-        for i in range(X.shape[0]):
-            for s in range(n):
-                Xp[i, s] = X[i, s0 + s]
-        Xp[:, n:C] = 0.0
-        backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, Xp, np.int64(0), A, D, g)
+        return total
+    # A short chunk runs the whole-chunk forward pass on its padded inputs: each
+    # sample's arithmetic is the same in any lane, so its outputs have the same
+    # bits, and the padded lanes cost less than the scalar loop a short forward
+    # pass ends with, whose multiply-adds wait on each other. Seed network, the
+    # last chunk (Intel Xeon model 207, min of 400): float64, 136 samples, 5.6 us
+    # instead of 6.6-6.8; float32, 392 samples, 5.7 instead of 6.7. The padded
+    # samples' outputs are then zeroed for the backward pass.
+    zero = np.int64(0)
+    for i in range(X.shape[0]):
+        for s in range(n):
+            Xp[i, s] = X[i, s0 + s]
+    Xp[:, n:C] = 0.0
+    forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, Xp, zero, np.int64(C), A)
+    A[:, n:C] = 0.0
+    total = output_delta_chunk(widths, r_off, Y, s0, s1, A, D)
+    backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, Xp, zero, A, D, g)
     return total
 
 
