@@ -238,8 +238,8 @@ def dense_forward(theta, w0, b0, n_in, n_out, S, rs, c0, Z, rz, n, finish):
 
 
 @kernel
-def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish):
-    """Backpropagate deltas through one layer, for all ``chunk_len`` samples of a chunk:
+def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
+    """Backpropagate deltas through one layer, for the first ``m`` samples of a chunk:
 
     ``D[rp + i, :] = W[0, i] * D[rd, :] + ... + W[n_out-1, i] * D[rd+n_out-1, :]``
     (``W[o, i] = theta[w0 + o * n_in + i]``; the sum starts at -0.0 and adds one
@@ -248,13 +248,12 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish):
     :func:`dense_forward` (four rows, two vectors of samples).
     """
     V = vlanes(D)
-    C = chunk_len(D)
     nz = vsplat(D, -0.0)
     mask = finish == MASK
     i = 0
     while i < n_in:
         if i + 4 <= n_in:
-            for s in range(0, C, 2 * V):
+            for s in range(0, m, 2 * V):
                 a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
                 for o in range(n_out):
                     x = vload(D, rd + o, s)
@@ -291,7 +290,7 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish):
                 vstore(D, rp + i + 3, s + V, b3)
             i += 4
         else:
-            for s in range(0, C, 2 * V):
+            for s in range(0, m, 2 * V):
                 a0, b0_ = nz, nz
                 for o in range(n_out):
                     u = vbcast(theta, w0 + o * n_in + i)
@@ -306,8 +305,8 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish):
 
 
 @kernel
-def layer_grads(D, rd, n_out, S, rs, c0, n_in, g, w0, b0):
-    """One layer's gradient over the ``chunk_len`` samples of a full chunk:
+def layer_grads(D, rd, n_out, S, rs, c0, n_in, g, w0, b0, m):
+    """One layer's gradient over the first ``m`` samples of a chunk (see :func:`backward_chunk`):
 
     ``g[w0 + o * n_in + i] = sum_s D[rd + o, s] * S[rs + i, c0 + s]`` and
     ``g[b0 + o] = sum_s D[rd + o, s]``, each as ``LANES`` partial sums (see
@@ -326,39 +325,37 @@ def layer_grads(D, rd, n_out, S, rs, c0, n_in, g, w0, b0):
     biased = 0  # outputs whose bias a block already summed
     if n_in == 1:
         while o + 4 <= n_out:
-            grads_4x1(D, rd + o, S, rs, c0, g, w0 + o, b0 + o)
+            grads_4x1(D, rd + o, S, rs, c0, g, w0 + o, b0 + o, m)
             o += 4
         biased = o
     else:
         while o + 4 <= n_out:
-            grads_4x2(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in)
+            grads_4x2(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in, m)
             o += 4
     while o < n_out:
-        grads_1x4(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in)
+        grads_1x4(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in, m)
         o += 1
     V = vlanes(D)
-    C = chunk_len(D)
     nz = vsplat(D, -0.0)
     for o in range(biased, n_out):
         a0, b0_ = nz, nz
-        for s in range(0, C, 2 * V):
+        for s in range(0, m, 2 * V):
             a0 = vadd(a0, vload(D, rd + o, s))
             b0_ = vadd(b0_, vload(D, rd + o, s + V))
         g[b0 + o] = fold(a0, b0_)
 
 
 @kernel
-def grads_4x1(D, rd, S, rs, c0, g, w0, b0):
+def grads_4x1(D, rd, S, rs, c0, g, w0, b0, m):
     """:func:`layer_grads` of a layer with one input, for the four outputs ``rd .. rd + 3``,
     biases included: each loaded delta feeds its weight's multiply-add and its bias's add
     (rather than pairing the input with itself in :func:`grads_4x2` and summing the
     biases in a separate pass)."""
     V = vlanes(D)
-    C = chunk_len(D)
     nz = vsplat(D, -0.0)
     a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
     c0_, d0, c1, d1, c2, d2, c3, d3 = nz, nz, nz, nz, nz, nz, nz, nz
-    for s in range(0, C, 2 * V):
+    for s in range(0, m, 2 * V):
         x = vload(S, rs, c0 + s)
         y = vload(S, rs, c0 + s + V)
         d = vload(D, rd, s)
@@ -384,17 +381,16 @@ def grads_4x1(D, rd, S, rs, c0, g, w0, b0):
 
 
 @kernel
-def grads_4x2(D, rd, S, rs, c0, n_in, g, w0):
+def grads_4x2(D, rd, S, rs, c0, n_in, g, w0, m):
     """:func:`layer_grads` for the four outputs ``rd .. rd + 3``; an odd last input
     is paired with itself and its duplicate result dropped."""
     V = vlanes(D)
-    C = chunk_len(D)
     nz = vsplat(D, -0.0)
     for i in range(0, n_in, 2):
         i1 = min(i + 1, n_in - 1)
         a00, b00, a01, b01, a10, b10, a11, b11 = nz, nz, nz, nz, nz, nz, nz, nz
         a20, b20, a21, b21, a30, b30, a31, b31 = nz, nz, nz, nz, nz, nz, nz, nz
-        for s in range(0, C, 2 * V):
+        for s in range(0, m, 2 * V):
             x0 = vload(S, rs + i, c0 + s)
             y0 = vload(S, rs + i, c0 + s + V)
             x1 = vload(S, rs + i1, c0 + s)
@@ -435,19 +431,18 @@ def grads_4x2(D, rd, S, rs, c0, n_in, g, w0):
 
 
 @kernel
-def grads_1x4(D, rd, S, rs, c0, n_in, g, w0):
+def grads_1x4(D, rd, S, rs, c0, n_in, g, w0, m):
     """:func:`layer_grads` for the one output ``rd``, four inputs at a time (eight
     accumulators: enough independent multiply-adds to hide their latency, which two
     inputs at a time, four accumulators, did not).
     Past the last input, the last one is repeated and its duplicate results dropped."""
     V = vlanes(D)
-    C = chunk_len(D)
     nz = vsplat(D, -0.0)
     last = n_in - 1
     for i in range(0, n_in, 4):
         i1, i2, i3 = min(i + 1, last), min(i + 2, last), min(i + 3, last)
         a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
-        for s in range(0, C, 2 * V):
+        for s in range(0, m, 2 * V):
             d = vload(D, rd, s)
             e = vload(D, rd, s + V)
             a0 = vfma(d, vload(S, rs + i, c0 + s), a0)
@@ -569,31 +564,31 @@ def output_delta_chunk(widths, r_off, Y, s0, s1, A, D):
 
 
 @kernel
-def backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, c0, A, D, g):
+def backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, c0, A, D, g, m):
     """Backpropagate ``D`` (output rows filled) and write the chunk's gradient into ``g``.
 
-    ``g`` receives the sums over the chunk's ``chunk_len`` samples of ``d * x`` (weights)
+    ``g`` receives the sums over the chunk's first ``m`` samples of ``d * x`` (weights)
     and ``d`` (biases), unscaled; the caller applies the loss's ``2 / (n * d_out)``.
+    ``m`` is ``chunk_len``, or for a short chunk its sample count rounded up to
+    whole pairs of vectors (:func:`chunk_gradient` pads those samples with zeros).
     Every entry of ``g`` is assigned exactly once, so ``g`` need not be zeroed.
-    Layer 1's inputs are ``X[:, c0:c0 + chunk_len]`` (:func:`chunk_gradient` pads a
-    short chunk).
+    Layer 1's inputs are ``X[:, c0:c0 + m]``.
     """
     L = widths.shape[0] - 1
-    C = chunk_len(D)
     zero = np.int64(0)  # not a literal 0: see ``chunk_gradient``
     for l in range(L - 1, -1, -1):
         n_in = widths[l]
         n_out = widths[l + 1]
         rd = r_off[l + 1]
         if l == 0:
-            layer_grads(D, rd, n_out, X, zero, c0, n_in, g, w_off[0], b_off[0])
+            layer_grads(D, rd, n_out, X, zero, c0, n_in, g, w_off[0], b_off[0], m)
         else:
-            layer_grads(D, rd, n_out, A, r_off[l], zero, n_in, g, w_off[l], b_off[l])
+            layer_grads(D, rd, n_out, A, r_off[l], zero, n_in, g, w_off[l], b_off[l], m)
             finish = MASK if act == RELU else NO_FINISH
-            dense_delta(theta, w_off[l], n_in, n_out, D, rd, r_off[l], A, finish)
+            dense_delta(theta, w_off[l], n_in, n_out, D, rd, r_off[l], A, finish, m)
             if act != RELU and act != IDENTITY:
                 for i in range(n_in):
-                    multiply_by_derivative(D[r_off[l] + i], A[r_off[l] + i], C, act, slope)
+                    multiply_by_derivative(D[r_off[l] + i], A[r_off[l] + i], m, act, slope)
 
 
 @kernel
@@ -617,24 +612,31 @@ def chunk_gradient(theta, widths, w_off, b_off, r_off, act, slope, X, Y, s0, s1,
     if n == C:
         forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, s1, A)
         total = output_delta_chunk(widths, r_off, Y, s0, s1, A, D)
-        backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, A, D, g)
+        backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, A, D, g, np.int64(C))
         return total
-    # A short chunk runs the whole-chunk forward pass on its padded inputs: each
-    # sample's arithmetic is the same in any lane, so its outputs have the same
-    # bits, and the padded lanes cost less than the scalar loop a short forward
-    # pass ends with, whose multiply-adds wait on each other. Seed network, the
-    # last chunk (Intel Xeon model 207, min of 400): float64, 136 samples, 5.6 us
-    # instead of 6.6-6.8; float32, 392 samples, 5.7 instead of 6.7. The padded
-    # samples' outputs are then zeroed for the backward pass.
+    # A short chunk runs whole pairs of vectors on its inputs padded with zeros,
+    # up to m samples, both ways. Forward: each sample's arithmetic is the same in
+    # any lane, so its outputs have the same bits, and the padded lanes cost less
+    # than the scalar loop a short forward pass would end with, whose
+    # multiply-adds wait on each other. Backward: a padded sample adds 0 * 0 to a
+    # lane's partial sum, and samples m..C - 1 would only add more of them. Left
+    # out, they can only turn a partial sum of +0.0 into -0.0, and the chunks'
+    # sum in reduce_chunks starts from +0.0, where +0.0 + -0.0 = +0.0: the
+    # gradient keeps its bits (tests/test_kernels.py checks that sum's start).
+    # Seed network, the last chunk (Intel Xeon model 207, min of 400 interleaved):
+    # float64, 136 samples, 3.5 us instead of 6.6-6.8 for a whole chunk's work;
+    # float32, 392 samples, 4.75 instead of 6.7. A whole chunk: 5.0 and 5.3 us.
+    V2 = 2 * vlanes(A)
+    m = np.int64((n + V2 - 1) // V2 * V2)
     zero = np.int64(0)
     for i in range(X.shape[0]):
         for s in range(n):
             Xp[i, s] = X[i, s0 + s]
-    Xp[:, n:C] = 0.0
-    forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, Xp, zero, np.int64(C), A)
-    A[:, n:C] = 0.0
+    Xp[:, n:m] = 0.0
+    forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, Xp, zero, m, A)
+    A[:, n:m] = 0.0
     total = output_delta_chunk(widths, r_off, Y, s0, s1, A, D)
-    backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, Xp, zero, A, D, g)
+    backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, Xp, zero, A, D, g, m)
     return total
 
 

@@ -135,3 +135,23 @@ def test_a_sample_gets_the_same_bits_in_a_vector_or_in_the_scalar_tail(dtype):
     full = net.forward(theta, x)
     for k in (999, 990, 517, 7):
         np.testing.assert_array_equal(net.forward(theta, x[:k]), full[:k])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_zero_gradient_is_plus_zero_whatever_its_chunks_and_padding_gave(dtype):
+    # A short chunk's backward pass stops at its samples rounded up to whole vector
+    # pairs (kernels.chunk_gradient): that can leave a chunk's partial sum at -0.0
+    # where more padding would have made it +0.0. The gradient keeps its bits because
+    # the chunks' sum starts from +0.0. Here a dead unit's input weight gets
+    # products +0 * x with every x < 0, and no sample is padded (n a multiple of
+    # 32): each chunk's partial sum is -0.0.
+    net = mlpsim.MLP([1, 4, 1])
+    theta = net.init(seed=1).astype(dtype)
+    net.view(theta, "W1")[0, 0] = 1.0
+    net.view(theta, "b1")[0] = -10.0  # z = x - 10 < 0: unit 1 is dead, its delta is 0
+    for n in (256, 320):  # float64: a whole chunk, then also a short one; float32: a short one
+        x = -np.linspace(1.0, 3.0, n)[:, None]
+        _, grad = net.loss_and_grad(theta, x, np.ones((n, 1)))
+        w, b = net.view(grad, "W1")[0, 0], net.view(grad, "b1")[0]
+        assert w == 0.0 and b == 0.0
+        assert not np.signbit(w) and not np.signbit(b)
