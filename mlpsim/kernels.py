@@ -165,11 +165,13 @@ def dense_forward(theta, w0, b0, n_in, n_out, S, rs, c0, Z, rz, n, finish):
     Register blocking: four outputs for two vectors of samples at a time, so each
     loaded input vector feeds eight multiply-adds and the partial sums never leave
     registers (11 vector registers: fits AVX-512's 32 and, as 22 halves, mostly
-    AVX2's 16). Samples past the last whole pair of vectors (a short chunk) take
-    the scalar loop, which does the same arithmetic per sample.
+    AVX2's 16). In a short chunk, one more single vector may follow the last
+    whole pair, and the samples past the last whole vector take the scalar loop:
+    the same arithmetic per sample on every path.
     """
     V = vlanes(Z)
     nv = n - n % (2 * V)
+    n1 = n - n % V  # nv, or nv + V: one single vector after the pairs
     relu = finish == CLAMP
     o = 0
     while o < n_out:
@@ -208,6 +210,21 @@ def dense_forward(theta, w0, b0, n_in, n_out, S, rs, c0, Z, rz, n, finish):
                 vstore(Z, rz + o + 2, s + V, b2)
                 vstore(Z, rz + o + 3, s, a3)
                 vstore(Z, rz + o + 3, s + V, b3)
+            if n1 > nv:
+                a0, a1 = vbcast(theta, b0 + o), vbcast(theta, b0 + o + 1)
+                a2, a3 = vbcast(theta, b0 + o + 2), vbcast(theta, b0 + o + 3)
+                for i in range(n_in):
+                    x = vload(S, rs + i, c0 + nv)
+                    a0 = vfma(vbcast(theta, wa + i), x, a0)
+                    a1 = vfma(vbcast(theta, wa + n_in + i), x, a1)
+                    a2 = vfma(vbcast(theta, wa + 2 * n_in + i), x, a2)
+                    a3 = vfma(vbcast(theta, wa + 3 * n_in + i), x, a3)
+                if relu:
+                    a0, a1, a2, a3 = vrelu(a0), vrelu(a1), vrelu(a2), vrelu(a3)
+                vstore(Z, rz + o, nv, a0)
+                vstore(Z, rz + o + 1, nv, a1)
+                vstore(Z, rz + o + 2, nv, a2)
+                vstore(Z, rz + o + 3, nv, a3)
             count = 4
         else:  # the last n_out % 4 outputs, one at a time
             wa = w0 + o * n_in
@@ -223,11 +240,18 @@ def dense_forward(theta, w0, b0, n_in, n_out, S, rs, c0, Z, rz, n, finish):
                     a0, b0_ = vrelu(a0), vrelu(b0_)
                 vstore(Z, rz + o, s, a0)
                 vstore(Z, rz + o, s + V, b0_)
+            if n1 > nv:
+                a0 = vbcast(theta, b0 + o)
+                for i in range(n_in):
+                    a0 = vfma(vbcast(theta, wa + i), vload(S, rs + i, c0 + nv), a0)
+                if relu:
+                    a0 = vrelu(a0)
+                vstore(Z, rz + o, nv, a0)
             count = 1
         zero = Z.dtype.type(0.0)
         for k in range(o, o + count):  # the scalar tail
             wa = w0 + k * n_in
-            for s in range(nv, n):
+            for s in range(n1, n):
                 v = theta[b0 + k]
                 for i in range(n_in):
                     v = sfma(theta[wa + i], S[rs + i, c0 + s], v)
