@@ -619,10 +619,12 @@ def backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, c0, A, D, 
 def chunk_gradient(theta, widths, w_off, b_off, r_off, act, slope, X, Y, s0, s1, A, D, g, Xp):
     """Forward and backward pass of samples ``s0:s1``: writes ``g``, returns the sum of squares.
 
-    A short last chunk is padded to ``chunk_len`` samples with zero inputs, activations
-    and deltas, so that the backward pass always runs whole vectors: a padded
-    sample adds a product ``0 * 0`` to each partial sum, which changes nothing
-    (for finite weights). ``Xp`` is (d_in, >= chunk_len) work space for the padded inputs.
+    A short last chunk is padded with zero inputs, activations and deltas up to
+    whole pairs of vectors (``m`` samples, below), so that both passes run whole
+    vectors: a padded sample adds a product ``0 * 0`` to each partial sum, which
+    changes no gradient (for finite weights). Its loss still sums the squares of
+    all ``chunk_len`` deltas, the padded ones 0. ``Xp`` is (d_in, >= chunk_len)
+    work space for the padded inputs.
 
     Compile time: offsets are passed as ``np.int64(0)``, never a literal ``0``:
     numba types a literal as its own type and compiles a second copy of every
