@@ -65,9 +65,15 @@ def _cached_one(dispatcher, dtype) -> bool:
     return False
 
 
-def compile_notice(*dispatchers, seconds: float = TRAINING_COMPILE_SECONDS, dtype=None):
-    """The line to print before a first call that will compile, or None if the cache is warm
-    (for ``dtype``, if given: see :func:`cached`)."""
-    if cached(*dispatchers, dtype=dtype):
+def compile_notice(*dispatchers, seconds: float = TRAINING_COMPILE_SECONDS, dtypes=(None,)):
+    """The line to print before a first call that will compile, or None if the cache is warm.
+
+    With ``dtypes``, each one not cached yet (see :func:`cached`) is named and adds
+    ``seconds``.
+    """
+    missing = [dtype for dtype in dtypes if not cached(*dispatchers, dtype=dtype)]
+    if not missing:
         return None
-    return f"compiling kernels, once: ~{seconds:.0f} s (cached for every later run)"
+    names = " and ".join(str(d) for d in missing if d is not None)
+    return (f"compiling kernels, once: ~{seconds * len(missing):.0f} s "
+            f"({names + '; ' if names else ''}cached for every later run)")

@@ -125,13 +125,8 @@ def _to_stderr(message: str):
 
 def compile_notice() -> str | None:
     """What a cold start will compile before the first figure (None when both dtypes are cached)."""
-    from . import kernels
-    from ._jit import TRAINING_COMPILE_SECONDS, cached
-    missing = [dtype for dtype in ("float64", "float32") if not cached(kernels.train_steps, dtype=dtype)]
-    if not missing:
-        return None
-    return (f"compiling kernels, once: ~{TRAINING_COMPILE_SECONDS * len(missing):.0f} s "
-            f"({' and '.join(missing)}; cached for every later run)")
+    from . import _jit, kernels
+    return _jit.compile_notice(kernels.train_steps, dtypes=("float64", "float32"))
 
 
 def run(seconds: float = 2.0, rounds: int = 3, log=print, cores=None, say=_to_stderr) -> dict:

@@ -510,7 +510,7 @@ def _announce_compile(progress, dtype):
     """Say so before a cold start compiles, instead of pausing in silence."""
     from ._jit import compile_notice
     from .progress import resolve_mode
-    notice = compile_notice(kernels.train_steps, dtype=dtype)
+    notice = compile_notice(kernels.train_steps, dtypes=(dtype,))
     if notice and resolve_mode(progress) != "quiet":
         print(notice, file=sys.stderr, flush=True)
 

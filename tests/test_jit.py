@@ -61,7 +61,8 @@ def test_the_cache_counts_per_dtype_and_per_cpu_target(tmp_path):
     fresh.scale(np.ones(3))  # float64 machine code, cached
     assert _jit.cached(fresh.scale) and _jit.cached(fresh.scale, dtype="float64")
     assert not _jit.cached(fresh.scale, dtype="float32")  # float32 training would still compile
-    assert _jit.compile_notice(fresh.scale, dtype="float32") is not None
+    assert _jit.compile_notice(fresh.scale, seconds=5, dtypes=("float64", "float32")) == (
+        "compiling kernels, once: ~5 s (float32; cached for every later run)")
     fresh.scale(np.ones(3, dtype=np.float32))
     assert _jit.cached(fresh.scale, dtype="float32")
     # machine code for another CPU target does not count here
