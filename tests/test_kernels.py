@@ -155,3 +155,18 @@ def test_a_zero_gradient_is_plus_zero_whatever_its_chunks_and_padding_gave(dtype
         w, b = net.view(grad, "W1")[0, 0], net.view(grad, "b1")[0]
         assert w == 0.0 and b == 0.0
         assert not np.signbit(w) and not np.signbit(b)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_chunk_len_in_compiled_code_agrees_with_chunk_samples(dtype):
+    # chunk_len is an intrinsic (a constant in the kernel's code); every chunk
+    # boundary, in training and in reduce_chunks, relies on it matching the Python side.
+    import numba
+
+    from mlpsim import kernels
+
+    @numba.njit
+    def length(a):
+        return kernels.chunk_len(a)
+
+    assert length(np.zeros((1, 1), dtype=dtype)) == kernels.chunk_samples(dtype) == kernels.CHUNK_VECTORS * 64 // np.dtype(dtype).itemsize
