@@ -17,6 +17,8 @@ Notation (shapes in comments)
 ``A``      activations of layers 1..L for one chunk of samples, stacked by
            unit: row ``r_off[l] + u`` holds unit ``u`` of layer ``l``
 ``D``      the loss gradient w.r.t. the pre-activation, same rows as ``A``
+           (in training, for relu and identity, the same array: the backward
+           pass overwrites each layer's activations with its deltas)
 ``G``      gradient accumulator ``(P,)``
 =========  ===============================================================
 
@@ -291,7 +293,9 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
     (``W[o, i] = theta[w0 + o * n_in + i]``; the sum starts at -0.0 and adds one
     term at a time by a fused multiply-add, in output order), then, with
     ``finish`` = MASK, zeroed where ``A[rp + i] <= 0``. Blocked as
-    :func:`dense_forward` (four rows, two vectors of samples).
+    :func:`dense_forward` (four rows, two vectors of samples). ``D`` may be ``A``
+    itself: each ``A[rp + i, s]`` is read for the mask before ``D[rp + i, s]`` is
+    written, and rows ``rd ..`` are not ``rp ..`` (see :func:`chunk_gradients`).
     """
     V = vlanes(D)
     nz = vsplat(D, -0.0)
@@ -581,7 +585,7 @@ def output_delta_chunk(widths, r_off, Y, s0, s1, A, D):
 
     Samples ``s1 - s0 .. chunk_len - 1`` of a short chunk get ``d = 0`` (padding).
     The sum has ``LANES`` partial sums (see :data:`LANES`), per output row; the
-    rows' sums are added in float64, in row order.
+    rows' sums are added in float64, in row order. ``D`` may be ``A`` itself.
     """
     V = vlanes(D)
     C = chunk_len(D)
@@ -618,7 +622,9 @@ def backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, c0, A, D, 
     ``m`` is ``chunk_len``, or for a short chunk its sample count rounded up to
     whole pairs of vectors (:func:`chunk_gradient` pads those samples with zeros).
     Every entry of ``g`` is assigned exactly once, so ``g`` need not be zeroed.
-    Layer 1's inputs are ``X[:, c0:c0 + m]``.
+    Layer 1's inputs are ``X[:, c0:c0 + m]``. With relu or identity activations ``D``
+    may be ``A`` itself: a layer's gradients read its inputs before its deltas
+    overwrite them (see :func:`chunk_gradients`).
     """
     L = widths.shape[0] - 1
     zero = np.int64(0)  # not a literal 0: see ``chunk_gradient``
@@ -691,7 +697,19 @@ def chunk_gradient(theta, widths, w_off, b_off, r_off, act, slope, X, Y, s0, s1,
 @parallel_kernel
 def chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, active,
                     scratch_A, scratch_D, partial_G, partial_loss):
-    """Every (instance, chunk) task's gradient into ``partial_G``, loss into ``partial_loss``."""
+    """Every (instance, chunk) task's gradient into ``partial_G``, loss into ``partial_loss``.
+
+    With relu or identity activations the backward pass writes each layer's deltas
+    over its activations (``D`` is ``A``): every activation is read for the last
+    time, by the layer's weight gradients and its delta's relu mask, before its
+    delta is written in its place. A chunk's work rows then take half the memory
+    and, for the seed network (about 54 KB instead of 108), mostly stay in a 48 KB
+    L1 cache: float64 seed step 86.2 us instead of 94.2 (1 net), 45.2 instead of
+    50.6 per net-step (64 nets, 2 threads; Intel Xeon model 207, min of 300 and
+    100 interleaved rounds). Same bits: only where the numbers are kept changes.
+    tanh and leaky relu need a layer's activations after its deltas
+    (:func:`multiply_by_derivative`), so they keep ``scratch_D``.
+    """
     E = thetas.shape[0]
     n = X.shape[1]
     C = chunk_len(X)
@@ -707,9 +725,10 @@ def chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, activ
         s0 = c * C
         s1 = min(n, s0 + C)
         tid = numba.get_thread_id()
+        A = scratch_A[tid]
+        D = A if act == RELU or act == IDENTITY else scratch_D[tid]
         partial_loss[e, c] = chunk_gradient(thetas[e], widths, w_off, b_off, r_off, act, slope, X, Y,
-                                            s0, s1, scratch_A[tid], scratch_D[tid], partial_G[task],
-                                            Xp[tid])
+                                            s0, s1, A, D, partial_G[task], Xp[tid])
 
 
 @kernel
