@@ -72,16 +72,6 @@ Rejected, with measurements (same machine):
   :func:`mlpsim.simd.vbcast` 1.6 us).
 * Engine version 1 (LLVM's loop vectorizer over 16 interleaved lanes, separate
   multiply and add): 270 us per seed step, and float32 no faster than float64.
-* Folding a gradient block's lane sums together (the low halves of two sums in
-  one vector, the high halves in another, one add: 14 shuffles and 7 adds for
-  eight sums instead of 24 and 24, the same bits), with blocks of two outputs by
-  four inputs so that the sums land in runs of ``g``: an 8 x 8 layer's weight
-  gradients 629 ns instead of 670 alone, but a whole chunk 4.98-5.13 us against
-  4.89-5.07 and a seed step no faster (1 net 94.0 vs 91.7 us, 64 nets 50.4 vs
-  51.2, min of 400 and 150 interleaved rounds). Our reading, not yet tested: a
-  layer kernel timed alone keeps its rows in the L1 cache (48 KB), while a whole
-  chunk's activations and deltas (about 100 KB for the seed network) do not fit,
-  so the chunk waits on the L2 cache rather than on its folds.
 """
 import numba
 import numpy as np
@@ -102,6 +92,7 @@ from .simd import (
     vstore,
     vsub,
     vsum,
+    vsums_store,
 )
 
 #: Version of the documented order of operations. Any change that alters a
@@ -362,14 +353,19 @@ def layer_grads(D, rd, n_out, S, rs, c0, n_in, g, w0, b0, m):
     ``g[b0 + o] = sum_s D[rd + o, s]``, each as ``LANES`` partial sums (see
     :data:`LANES`) combined by :func:`fold`.
 
-    Blocked four outputs by two inputs (:func:`grads_4x2`: sixteen vector
+    Blocked two outputs by four inputs (:func:`grads_2x4`: sixteen vector
     accumulators, six loads of two vectors per sixteen multiply-adds); a layer
     with one input four outputs at a time with their biases (:func:`grads_4x1`);
-    the last ``n_out % 4`` outputs four inputs at a time (:func:`grads_1x4`). How
-    the weights are blocked changes no sum: each one has its own accumulators.
-    Measured (Intel Xeon model 207, the seed network's four layers per float64
-    chunk, best of 30 interleaved rounds): 1.74-1.82 us, against 1.94-2.03 with
-    4 x 2 and 1 x 2 blocks only.
+    an odd last output four inputs at a time (:func:`grads_1x4`); the biases four
+    outputs at a time (:func:`bias_grads_4`). How the weights are blocked changes
+    no sum: each one has its own accumulators. Each block folds its sums together
+    (:func:`mlpsim.simd.vsums_store`) into runs of ``g``, which is why the blocks
+    run along the inputs: a weight's neighbours in ``g`` are its row's.
+    Measured (Intel Xeon model 207, float64 seed step, min of 100 interleaved
+    rounds, both orders): 64 nets on 2 threads 44.5-44.6 us per net-step against
+    46.6-46.7 with four outputs by two inputs and one fold per sum; 1 net
+    unchanged (85.9 vs 86.0 us). An 8 x 8 layer's weight gradients alone: 629 ns
+    per chunk instead of 670.
     """
     o = 0
     biased = 0  # outputs whose bias a block already summed
@@ -379,12 +375,15 @@ def layer_grads(D, rd, n_out, S, rs, c0, n_in, g, w0, b0, m):
             o += 4
         biased = o
     else:
-        while o + 4 <= n_out:
-            grads_4x2(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in, m)
-            o += 4
+        while o + 2 <= n_out:
+            grads_2x4(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in, m)
+            o += 2
     while o < n_out:
         grads_1x4(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in, m)
         o += 1
+    while biased + 4 <= n_out:
+        bias_grads_4(D, rd + biased, g, b0 + biased, m)
+        biased += 4
     V = vlanes(D)
     nz = vsplat(D, -0.0)
     for o in range(biased, n_out):
@@ -396,11 +395,31 @@ def layer_grads(D, rd, n_out, S, rs, c0, n_in, g, w0, b0, m):
 
 
 @kernel
+def bias_grads_4(D, rd, g, b0, m):
+    """:func:`layer_grads`' bias sums for the four outputs ``rd .. rd + 3``: eight
+    independent chains of adds, where one output at a time left two, each add
+    waiting on the one before."""
+    V = vlanes(D)
+    nz = vsplat(D, -0.0)
+    a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
+    for s in range(0, m, 2 * V):
+        a0 = vadd(a0, vload(D, rd, s))
+        b0_ = vadd(b0_, vload(D, rd, s + V))
+        a1 = vadd(a1, vload(D, rd + 1, s))
+        b1 = vadd(b1, vload(D, rd + 1, s + V))
+        a2 = vadd(a2, vload(D, rd + 2, s))
+        b2 = vadd(b2, vload(D, rd + 2, s + V))
+        a3 = vadd(a3, vload(D, rd + 3, s))
+        b3 = vadd(b3, vload(D, rd + 3, s + V))
+    vsums_store(g, b0, b0 + 2, (vadd(a0, b0_), vadd(a1, b1), vadd(a2, b2), vadd(a3, b3)))
+
+
+@kernel
 def grads_4x1(D, rd, S, rs, c0, g, w0, b0, m):
     """:func:`layer_grads` of a layer with one input, for the four outputs ``rd .. rd + 3``,
     biases included: each loaded delta feeds its weight's multiply-add and its bias's add
-    (rather than pairing the input with itself in :func:`grads_4x2` and summing the
-    biases in a separate pass)."""
+    (rather than pairing the input with itself and summing the biases in a separate pass).
+    With one input, the four weights are neighbours in ``g``, and so are the biases."""
     V = vlanes(D)
     nz = vsplat(D, -0.0)
     a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
@@ -420,26 +439,21 @@ def grads_4x1(D, rd, S, rs, c0, g, w0, b0, m):
         d = vload(D, rd + 3, s)
         e = vload(D, rd + 3, s + V)
         a3, b3, c3, d3 = vfma(d, x, a3), vfma(e, y, b3), vadd(c3, d), vadd(d3, e)
-    g[w0] = fold(a0, b0_)
-    g[w0 + 1] = fold(a1, b1)
-    g[w0 + 2] = fold(a2, b2)
-    g[w0 + 3] = fold(a3, b3)
-    g[b0] = fold(c0_, d0)
-    g[b0 + 1] = fold(c1, d1)
-    g[b0 + 2] = fold(c2, d2)
-    g[b0 + 3] = fold(c3, d3)
+    vsums_store(g, w0, b0, (vadd(a0, b0_), vadd(a1, b1), vadd(a2, b2), vadd(a3, b3),
+                            vadd(c0_, d0), vadd(c1, d1), vadd(c2, d2), vadd(c3, d3)))
 
 
 @kernel
-def grads_4x2(D, rd, S, rs, c0, n_in, g, w0, m):
-    """:func:`layer_grads` for the four outputs ``rd .. rd + 3``; an odd last input
-    is paired with itself and its duplicate result dropped."""
+def grads_2x4(D, rd, S, rs, c0, n_in, g, w0, m):
+    """:func:`layer_grads` for the two outputs ``rd, rd + 1``, four inputs at a time.
+    Past the last input, the last one is repeated and its duplicate results dropped."""
     V = vlanes(D)
     nz = vsplat(D, -0.0)
-    for i in range(0, n_in, 2):
-        i1 = min(i + 1, n_in - 1)
-        a00, b00, a01, b01, a10, b10, a11, b11 = nz, nz, nz, nz, nz, nz, nz, nz
-        a20, b20, a21, b21, a30, b30, a31, b31 = nz, nz, nz, nz, nz, nz, nz, nz
+    last = n_in - 1
+    for i in range(0, n_in, 4):
+        i1, i2, i3 = min(i + 1, last), min(i + 2, last), min(i + 3, last)
+        a00, b00, a01, b01, a02, b02, a03, b03 = nz, nz, nz, nz, nz, nz, nz, nz
+        a10, b10, a11, b11, a12, b12, a13, b13 = nz, nz, nz, nz, nz, nz, nz, nz
         for s in range(0, m, 2 * V):
             x0 = vload(S, rs + i, c0 + s)
             y0 = vload(S, rs + i, c0 + s + V)
@@ -447,37 +461,41 @@ def grads_4x2(D, rd, S, rs, c0, n_in, g, w0, m):
             y1 = vload(S, rs + i1, c0 + s + V)
             d = vload(D, rd, s)
             e = vload(D, rd, s + V)
+            f = vload(D, rd + 1, s)
+            h = vload(D, rd + 1, s + V)
             a00 = vfma(d, x0, a00)
             b00 = vfma(e, y0, b00)
             a01 = vfma(d, x1, a01)
             b01 = vfma(e, y1, b01)
-            d = vload(D, rd + 1, s)
-            e = vload(D, rd + 1, s + V)
-            a10 = vfma(d, x0, a10)
-            b10 = vfma(e, y0, b10)
-            a11 = vfma(d, x1, a11)
-            b11 = vfma(e, y1, b11)
-            d = vload(D, rd + 2, s)
-            e = vload(D, rd + 2, s + V)
-            a20 = vfma(d, x0, a20)
-            b20 = vfma(e, y0, b20)
-            a21 = vfma(d, x1, a21)
-            b21 = vfma(e, y1, b21)
-            d = vload(D, rd + 3, s)
-            e = vload(D, rd + 3, s + V)
-            a30 = vfma(d, x0, a30)
-            b30 = vfma(e, y0, b30)
-            a31 = vfma(d, x1, a31)
-            b31 = vfma(e, y1, b31)
-        g[w0 + i] = fold(a00, b00)
-        g[w0 + n_in + i] = fold(a10, b10)
-        g[w0 + 2 * n_in + i] = fold(a20, b20)
-        g[w0 + 3 * n_in + i] = fold(a30, b30)
-        if i1 > i:
-            g[w0 + i1] = fold(a01, b01)
-            g[w0 + n_in + i1] = fold(a11, b11)
-            g[w0 + 2 * n_in + i1] = fold(a21, b21)
-            g[w0 + 3 * n_in + i1] = fold(a31, b31)
+            a10 = vfma(f, x0, a10)
+            b10 = vfma(h, y0, b10)
+            a11 = vfma(f, x1, a11)
+            b11 = vfma(h, y1, b11)
+            x0 = vload(S, rs + i2, c0 + s)
+            y0 = vload(S, rs + i2, c0 + s + V)
+            x1 = vload(S, rs + i3, c0 + s)
+            y1 = vload(S, rs + i3, c0 + s + V)
+            a02 = vfma(d, x0, a02)
+            b02 = vfma(e, y0, b02)
+            a03 = vfma(d, x1, a03)
+            b03 = vfma(e, y1, b03)
+            a12 = vfma(f, x0, a12)
+            b12 = vfma(h, y0, b12)
+            a13 = vfma(f, x1, a13)
+            b13 = vfma(h, y1, b13)
+        if i + 4 <= n_in:
+            vsums_store(g, w0 + i, w0 + n_in + i,
+                        (vadd(a00, b00), vadd(a01, b01), vadd(a02, b02), vadd(a03, b03),
+                         vadd(a10, b10), vadd(a11, b11), vadd(a12, b12), vadd(a13, b13)))
+        else:
+            g[w0 + i] = fold(a00, b00)
+            g[w0 + n_in + i] = fold(a10, b10)
+            if i1 > i:
+                g[w0 + i1] = fold(a01, b01)
+                g[w0 + n_in + i1] = fold(a11, b11)
+            if i2 > i1:
+                g[w0 + i2] = fold(a02, b02)
+                g[w0 + n_in + i2] = fold(a12, b12)
 
 
 @kernel
@@ -503,13 +521,14 @@ def grads_1x4(D, rd, S, rs, c0, n_in, g, w0, m):
             b2 = vfma(e, vload(S, rs + i2, c0 + s + V), b2)
             a3 = vfma(d, vload(S, rs + i3, c0 + s), a3)
             b3 = vfma(e, vload(S, rs + i3, c0 + s + V), b3)
-        g[w0 + i] = fold(a0, b0_)
-        if i1 > i:
-            g[w0 + i1] = fold(a1, b1)
-        if i2 > i1:
-            g[w0 + i2] = fold(a2, b2)
-        if i3 > i2:
-            g[w0 + i3] = fold(a3, b3)
+        if i + 4 <= n_in:
+            vsums_store(g, w0 + i, w0 + i + 2, (vadd(a0, b0_), vadd(a1, b1), vadd(a2, b2), vadd(a3, b3)))
+        else:
+            g[w0 + i] = fold(a0, b0_)
+            if i1 > i:
+                g[w0 + i1] = fold(a1, b1)
+            if i2 > i1:
+                g[w0 + i2] = fold(a2, b2)
 
 
 @kernel

@@ -20,8 +20,9 @@ Kernels use these functions only (no operators on vectors):
   for scalars (short tails); ``vadd``, ``vsub``: lane by lane
 * ``vrelu(v)``: 0 where ``v < 0``, else ``v`` (NaN stays NaN); ``vmask(v, a)``:
   0 where ``a <= 0``, else ``v`` (relu's derivative)
-* ``vsum(v)``: the lanes added by halves (see :func:`vsum`); ``vlanes(a)``: ``V``
-  for the dtype of the array ``a``
+* ``vsum(v)``: the lanes added by halves (see :func:`vsum`); ``vsums_store(g, j0,
+  j1, (v0, ..., v7))``: the same sums of 2, 4 or 8 vectors at once, stored in two
+  runs of ``g``; ``vlanes(a)``: ``V`` for the dtype of the array ``a``
 
 No bounds are checked: the kernels' callers guarantee them.
 """
@@ -201,6 +202,73 @@ def vsum(typingctx, v):
             n = h
         return builder.extract_element(u, ir.Constant(ir.IntType(32), 0))
     return v.dtype(v), codegen
+
+
+def _halves_of_groups(groups, width, lanes_from, second=0):
+    """Shuffle indices of the low (then high) half of each of ``groups`` groups of
+    ``width`` lanes, from a vector whose lanes start at ``lanes_from``; ``second``
+    offsets the high halves."""
+    h = width // 2
+    return [lanes_from + g * width + j + second for g in range(groups) for j in range(h)]
+
+
+def _transposed_sums(builder, vecs, lanes):
+    """``len(vecs)`` sums, one per vector, each added by halves exactly as :func:`vsum`
+    adds it, as one LLVM vector of ``len(vecs)`` lanes in the order of ``vecs``.
+
+    Pairs of vectors are combined first: the low halves of both in one vector, the
+    high halves in another, one add; so a level's shuffles and adds serve two
+    vectors at once. Once one vector is left, it holds one group of lanes per sum,
+    and the groups are halved in place down to one lane each."""
+    i32 = ir.IntType(32)
+
+    def shuffle(x, y, idx):
+        return builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, len(idx)), idx))
+
+    groups, width = 1, lanes
+    while len(vecs) > 1:
+        h = width // 2
+        nxt = []
+        for x, y in zip(vecs[0::2], vecs[1::2]):
+            lo = _halves_of_groups(groups, width, 0) + _halves_of_groups(groups, width, lanes)
+            hi = _halves_of_groups(groups, width, 0, h) + _halves_of_groups(groups, width, lanes, h)
+            nxt.append(builder.fadd(shuffle(x, y, lo), shuffle(x, y, hi)))
+        vecs, groups, width = nxt, groups * 2, h
+    v = vecs[0]
+    while width > 1:
+        h = width // 2
+        v = builder.fadd(shuffle(v, v, _halves_of_groups(groups, width, 0)),
+                         shuffle(v, v, _halves_of_groups(groups, width, 0, h)))
+        width = h
+    return v
+
+
+@intrinsic
+def vsums_store(typingctx, g, j0, j1, vs):
+    """``g[j0 + k] = vsum(vs[k])`` for the first half of the tuple ``vs`` of 2, 4 or 8
+    vectors, ``g[j1 + k] = vsum(vs[half + k])`` for the second: the same numbers as
+    :func:`vsum` of each, at a third of its shuffles and adds (:func:`_transposed_sums`)."""
+    if not (isinstance(g, types.Array) and g.ndim == 1 and g.dtype in (types.float64, types.float32)):
+        raise TypeError(f"simd.vsums_store: need a 1-D float32/float64 array, got {g}")
+    if not (isinstance(vs, types.UniTuple) and isinstance(vs.dtype, Vec) and vs.dtype.dtype == g.dtype
+            and vs.count in (2, 4, 8)):
+        raise TypeError(f"simd.vsums_store: need a tuple of 2, 4 or 8 vectors of {g.dtype}, got {vs}")
+    k, lanes = vs.count, vs.dtype.lanes
+
+    def codegen(context, builder, sig, args):
+        vecs = [builder.extract_value(args[3], i) for i in range(k)]
+        sums = _transposed_sums(builder, vecs, lanes)
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        i32 = ir.IntType(32)
+        half_ty = ir.VectorType(context.get_value_type(g.dtype), k // 2)
+        for start, (jv, jt) in zip((0, k // 2), ((args[1], sig.args[1]), (args[2], sig.args[2]))):
+            part = builder.shuffle_vector(sums, sums, ir.Constant(ir.VectorType(i32, k // 2),
+                                                                  list(range(start, start + k // 2))))
+            j = context.cast(builder, jv, jt, types.intp)
+            ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [j])
+            builder.store(part, builder.bitcast(ptr, half_ty.as_pointer()), align=g.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return types.none(g, j0, j1, vs), codegen
 
 
 @intrinsic

@@ -97,7 +97,7 @@ net = build_net(cfg)
 x, y, _, _ = training_data(cfg, net)
 Ensemble(net, cfg.train, x[:300], y[:300], initial_params(cfg, net)).run(1)  # one whole chunk and a short one
 names = ("chunk_gradient", "forward_chunk", "backward_chunk", "layer_grads", "dense_forward", "dense_delta",
-         "grads_4x1", "grads_4x2", "grads_1x4", "update_instance", "reduce_chunks")
+         "grads_4x1", "grads_2x4", "grads_1x4", "bias_grads_4", "update_instance", "reduce_chunks")
 print(" ".join(f"{n}={len(getattr(kernels, n).signatures)}" for n in names))
 '''
 

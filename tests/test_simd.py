@@ -19,6 +19,7 @@ from mlpsim.simd import (
     vstore,
     vsub,
     vsum,
+    vsums_store,
 )
 
 
@@ -111,6 +112,45 @@ def test_sum_adds_by_halves(dtype):
             h = len(u) // 2
             u = [dtype(u[k] + u[k + h]) for k in range(h)]
         assert _sum(v[None, :]) == u[0]
+
+
+@numba.njit(cache=True)
+def _sums_stored(U, g, j0, j1, k):
+    """vsums_store of the first ``k`` rows of ``U`` (one vector each) into ``g``."""
+    if k == 2:
+        vsums_store(g, j0, j1, (vload(U, 0, 0), vload(U, 1, 0)))
+    elif k == 4:
+        vsums_store(g, j0, j1, (vload(U, 0, 0), vload(U, 1, 0), vload(U, 2, 0), vload(U, 3, 0)))
+    else:
+        vsums_store(g, j0, j1, (vload(U, 0, 0), vload(U, 1, 0), vload(U, 2, 0), vload(U, 3, 0),
+                                vload(U, 4, 0), vload(U, 5, 0), vload(U, 6, 0), vload(U, 7, 0)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_sums_of_several_vectors_have_the_bits_of_vsum_and_land_in_two_runs(dtype, k):
+    V = _lanes(dtype)
+    rng = np.random.default_rng(k)
+    for _ in range(30):  # magnitudes far apart, so that any other order of the additions shows
+        U = (rng.standard_normal((8, V)) * 10.0 ** rng.integers(-9, 9, (8, V))).astype(dtype)
+        g = np.full(24, -7.0, dtype=dtype)
+        j0, j1 = int(rng.integers(0, 6)), int(rng.integers(12, 24 - k // 2))
+        _sums_stored(U, g, j0, j1, k)
+        want = np.array([_sum(U[r:r + 1]) for r in range(k)], dtype=dtype)
+        np.testing.assert_array_equal(g[j0:j0 + k // 2].view(np.uint8), want[:k // 2].view(np.uint8))
+        np.testing.assert_array_equal(g[j1:j1 + k // 2].view(np.uint8), want[k // 2:].view(np.uint8))
+        untouched = np.ones(24, bool)
+        untouched[j0:j0 + k // 2] = untouched[j1:j1 + k // 2] = False
+        assert (g[untouched] == -7.0).all()
+
+
+def test_sums_of_several_vectors_refuse_other_counts():
+    @numba.njit
+    def three(U, g):
+        vsums_store(g, 0, 4, (vload(U, 0, 0), vload(U, 1, 0), vload(U, 2, 0)))
+
+    with pytest.raises((TypeError, numba.core.errors.TypingError), match="2, 4 or 8 vectors"):
+        three(np.zeros((3, 8)), np.zeros(8))
 
 
 def test_loads_and_stores_at_any_offset():
