@@ -2,7 +2,9 @@
 
     mlpsim bench
 
-prints the CPU, the float64 GEMM peak of this machine measured now with NumPy
+prints the CPU (and the one the kernels are compiled for, with the register
+blocking that follows: :data:`mlpsim.simd.WIDE_REGISTERS`), the float64 GEMM
+peak of this machine measured now with NumPy
 (a 2048 x 2048 matmul, BLAS threads pinned to 1 and to 2; the 2-thread peak also
 as a multiple of the 1-thread one, since a virtual machine's two threads may get
 less than two cores), and mlpsim's seed
@@ -46,6 +48,22 @@ def cpu_name() -> str:
     vec = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "NEON" if platform.machine() in (
         "arm64", "aarch64") else "SSE"
     return f"{name} ({vec}, {os.cpu_count()} cores)"
+
+
+def compile_target() -> str:
+    """The CPU numba compiles the kernels for (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``
+    may name another than this one) and the register blocking that follows from it."""
+    from numba.core import config
+
+    from . import simd
+    if config.CPU_NAME is not None:
+        name = config.CPU_NAME
+    else:
+        import llvmlite.binding as ll
+        name = ll.get_host_cpu_name()
+    features = ", features from NUMBA_CPU_FEATURES" if config.CPU_FEATURES is not None else ""
+    blocking = "wide" if simd.WIDE_REGISTERS else "narrow"
+    return f"{name}{features}; {blocking} register blocking (mlpsim.simd.WIDE_REGISTERS)"
 
 
 def flops_per_step(widths, n: int) -> float:
@@ -147,6 +165,7 @@ def run(seconds: float = 2.0, rounds: int = 3, log=print, cores=None, say=_to_st
     if cores is None:
         cores = min(2, numba.config.NUMBA_NUM_THREADS)
     log(f"CPU: {cpu_name()}")
+    log(f"kernels compiled for: {compile_target()}")
     threads = sorted({1, cores})
     cases = [(instances, t, dtype) for instances, t in ((1, 1), (64, cores)) for dtype in ("float64", "float32")]
     notice = compile_notice()

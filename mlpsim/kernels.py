@@ -49,21 +49,31 @@ leaving them to LLVM's loop vectorizer, whose choices (vector width, unrolling)
 depend on the CPU LLVM believes it compiles for: engine version 1 ran 1.8x apart
 on one Intel machine depending on that belief (issue 11). Each dense kernel keeps
 a block of outputs for two vectors of samples in registers (register blocking),
-broadcasts each weight once per block, and fuses every multiply-add.
-Work arrays are 64-byte aligned (:func:`mlpsim.simd.aligned_zeros`).
+broadcasts each weight once per block, and fuses every multiply-add. The block
+size follows the register file (:data:`mlpsim.simd.WIDE_REGISTERS`): AVX-512
+holds 32 vectors, AVX2 and NEON 8, so there the blocks are a quarter to a half
+as large and a sum's two vectors of lanes are accumulated in two passes; the
+sums, and so the bits, are the same. AVX-512 blocks on an AVX2 target spilled
+accumulators to the stack (218 us per float64 seed step against 145 with the
+narrow blocks, ``NUMBA_CPU_FEATURES`` AVX2-only); narrow blocks on AVX-512 took
+118 us against 85. Work arrays are 64-byte aligned (:func:`mlpsim.simd.aligned_zeros`),
+and in training a layer's deltas overwrite its activations (:func:`chunk_gradients`),
+so that a chunk's work rows mostly stay in the L1 cache.
 
 Measured on a 2-core Intel Xeon model 207 (AVX-512), seed network [1, 8, 8, 8, 1],
 n = 5000, one Adam step (``mlpsim bench``, best of several runs on a noisy
-virtual machine): float64 1 net / 1 thread 100-105 us (engine 1: 270 us), 64
-nets / 2 threads 56-60 us per net-step (engine 1: 131); float32 52-56 / 30-37 us.
-One float64 chunk of 256 samples: forward 1.5 us, weight gradients 2.0 us,
-backpropagated deltas 1.6 us.
+virtual machine): float64 1 net / 1 thread 84-86 us = 64-65 % of the machine's
+1-thread GEMM peak (engine 1: 270 us), 64 nets / 2 threads 43.5-45.9 us per
+net-step = 62-64 % of the 2-thread peak (engine 1: 131); float32 45 / 23 us.
+The same with AVX2 only (``NUMBA_CPU_NAME=generic``, AVX2 and FMA features):
+143 us = 72 % of that target's GEMM peak, and 74.8 us = 71 % for 64 nets.
 
 Rejected, with measurements (same machine):
 
 * float64 chunks of 128 samples (16 vectors; activations and deltas of the seed
   network would fit the L1 cache): 105-114 us for 1 net, 68-75 for 64 nets,
-  against 89-93 and 59-65 with 256 in the same session.
+  against 89-93 and 59-65 with 256 in the same session; measured again before
+  the deltas overwrote the activations: 1 net 102.4 against 95.3 us.
 
 * Vectors at each row's own alignment: the deltas took 2.8 us instead of 1.75
   when NumPy's 16-byte-aligned work arrays let vector loads straddle cache lines.
@@ -79,6 +89,7 @@ from numba.extending import intrinsic
 
 from . import simd
 from ._jit import kernel, parallel_kernel
+from .simd import WIDE_REGISTERS as WIDE
 from .simd import (
     sfma,
     vadd,
@@ -179,14 +190,15 @@ def dense_forward(theta, w0, b0, n_in, n_out, S, rs, c0, Z, rz, n, finish):
 
     Register blocking: four outputs for two vectors of samples at a time, so each
     loaded input vector feeds eight multiply-adds and the partial sums never leave
-    registers (11 vector registers: fits AVX-512's 32 and, as 22 halves, mostly
-    AVX2's 16). In a short chunk, one more single vector may follow the last
-    whole pair, and the samples past the last whole vector take the scalar loop:
-    the same arithmetic per sample on every path.
+    registers (11 vector registers, of AVX-512's 32). A target with room for 8
+    vectors (:data:`mlpsim.simd.WIDE_REGISTERS` false: AVX2, NEON) takes four
+    outputs for one vector at a time (6 registers), as does a short chunk's last
+    single vector after its pairs. Samples past the last whole vector take the
+    scalar loop: the same arithmetic per sample on every path.
     """
     V = vlanes(Z)
-    nv = n - n % (2 * V)
-    n1 = n - n % V  # nv, or nv + V: one single vector after the pairs
+    nv = n - n % (2 * V) if WIDE else 0  # samples done in pairs of vectors
+    n1 = n - n % V  # then single vectors up to n1
     relu = finish == CLAMP
     o = 0
     while o < n_out:
@@ -225,21 +237,21 @@ def dense_forward(theta, w0, b0, n_in, n_out, S, rs, c0, Z, rz, n, finish):
                 vstore(Z, rz + o + 2, s + V, b2)
                 vstore(Z, rz + o + 3, s, a3)
                 vstore(Z, rz + o + 3, s + V, b3)
-            if n1 > nv:
+            for s in range(nv, n1, V):
                 a0, a1 = vbcast(theta, b0 + o), vbcast(theta, b0 + o + 1)
                 a2, a3 = vbcast(theta, b0 + o + 2), vbcast(theta, b0 + o + 3)
                 for i in range(n_in):
-                    x = vload(S, rs + i, c0 + nv)
+                    x = vload(S, rs + i, c0 + s)
                     a0 = vfma(vbcast(theta, wa + i), x, a0)
                     a1 = vfma(vbcast(theta, wa + n_in + i), x, a1)
                     a2 = vfma(vbcast(theta, wa + 2 * n_in + i), x, a2)
                     a3 = vfma(vbcast(theta, wa + 3 * n_in + i), x, a3)
                 if relu:
                     a0, a1, a2, a3 = vrelu(a0), vrelu(a1), vrelu(a2), vrelu(a3)
-                vstore(Z, rz + o, nv, a0)
-                vstore(Z, rz + o + 1, nv, a1)
-                vstore(Z, rz + o + 2, nv, a2)
-                vstore(Z, rz + o + 3, nv, a3)
+                vstore(Z, rz + o, s, a0)
+                vstore(Z, rz + o + 1, s, a1)
+                vstore(Z, rz + o + 2, s, a2)
+                vstore(Z, rz + o + 3, s, a3)
             count = 4
         else:  # the last n_out % 4 outputs, one at a time
             wa = w0 + o * n_in
@@ -255,13 +267,13 @@ def dense_forward(theta, w0, b0, n_in, n_out, S, rs, c0, Z, rz, n, finish):
                     a0, b0_ = vrelu(a0), vrelu(b0_)
                 vstore(Z, rz + o, s, a0)
                 vstore(Z, rz + o, s + V, b0_)
-            if n1 > nv:
+            for s in range(nv, n1, V):
                 a0 = vbcast(theta, b0 + o)
                 for i in range(n_in):
-                    a0 = vfma(vbcast(theta, wa + i), vload(S, rs + i, c0 + nv), a0)
+                    a0 = vfma(vbcast(theta, wa + i), vload(S, rs + i, c0 + s), a0)
                 if relu:
                     a0 = vrelu(a0)
-                vstore(Z, rz + o, nv, a0)
+                vstore(Z, rz + o, s, a0)
             count = 1
         zero = Z.dtype.type(0.0)
         for k in range(o, o + count):  # the scalar tail
@@ -284,17 +296,19 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
     (``W[o, i] = theta[w0 + o * n_in + i]``; the sum starts at -0.0 and adds one
     term at a time by a fused multiply-add, in output order), then, with
     ``finish`` = MASK, zeroed where ``A[rp + i] <= 0``. Blocked as
-    :func:`dense_forward` (four rows, two vectors of samples). ``D`` may be ``A``
+    :func:`dense_forward` (four rows, two vectors of samples, or one vector where
+    registers are narrow). ``D`` may be ``A``
     itself: each ``A[rp + i, s]`` is read for the mask before ``D[rp + i, s]`` is
     written, and rows ``rd ..`` are not ``rp ..`` (see :func:`chunk_gradients`).
     """
     V = vlanes(D)
     nz = vsplat(D, -0.0)
     mask = finish == MASK
+    mv = m if WIDE else 0  # samples done in pairs of vectors, then single vectors up to m
     i = 0
     while i < n_in:
         if i + 4 <= n_in:
-            for s in range(0, m, 2 * V):
+            for s in range(0, mv, 2 * V):
                 a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
                 for o in range(n_out):
                     x = vload(D, rd + o, s)
@@ -329,9 +343,27 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
                 vstore(D, rp + i + 2, s + V, b2)
                 vstore(D, rp + i + 3, s, a3)
                 vstore(D, rp + i + 3, s + V, b3)
+            for s in range(mv, m, V):
+                a0, a1, a2, a3 = nz, nz, nz, nz
+                for o in range(n_out):
+                    x = vload(D, rd + o, s)
+                    wa = w0 + o * n_in + i
+                    a0 = vfma(vbcast(theta, wa), x, a0)
+                    a1 = vfma(vbcast(theta, wa + 1), x, a1)
+                    a2 = vfma(vbcast(theta, wa + 2), x, a2)
+                    a3 = vfma(vbcast(theta, wa + 3), x, a3)
+                if mask:
+                    a0 = vmask(a0, vload(A, rp + i, s))
+                    a1 = vmask(a1, vload(A, rp + i + 1, s))
+                    a2 = vmask(a2, vload(A, rp + i + 2, s))
+                    a3 = vmask(a3, vload(A, rp + i + 3, s))
+                vstore(D, rp + i, s, a0)
+                vstore(D, rp + i + 1, s, a1)
+                vstore(D, rp + i + 2, s, a2)
+                vstore(D, rp + i + 3, s, a3)
             i += 4
         else:
-            for s in range(0, m, 2 * V):
+            for s in range(0, mv, 2 * V):
                 a0, b0_ = nz, nz
                 for o in range(n_out):
                     u = vbcast(theta, w0 + o * n_in + i)
@@ -342,6 +374,13 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
                     b0_ = vmask(b0_, vload(A, rp + i, s + V))
                 vstore(D, rp + i, s, a0)
                 vstore(D, rp + i, s + V, b0_)
+            for s in range(mv, m, V):
+                a0 = nz
+                for o in range(n_out):
+                    a0 = vfma(vbcast(theta, w0 + o * n_in + i), vload(D, rd + o, s), a0)
+                if mask:
+                    a0 = vmask(a0, vload(A, rp + i, s))
+                vstore(D, rp + i, s, a0)
             i += 1
 
 
@@ -357,7 +396,9 @@ def layer_grads(D, rd, n_out, S, rs, c0, n_in, g, w0, b0, m):
     accumulators, six loads of two vectors per sixteen multiply-adds); a layer
     with one input four outputs at a time with their biases (:func:`grads_4x1`);
     an odd last output four inputs at a time (:func:`grads_1x4`); the biases four
-    outputs at a time (:func:`bias_grads_4`). How the weights are blocked changes
+    outputs at a time (:func:`bias_grads_4`). Where registers are narrow, two
+    outputs by two inputs (:func:`grads_2x2_narrow`) and two outputs of a layer
+    with one input (:func:`grads_2x1_narrow`). How the weights are blocked changes
     no sum: each one has its own accumulators. Each block folds its sums together
     (:func:`mlpsim.simd.vsums_store`) into runs of ``g``, which is why the blocks
     run along the inputs: a weight's neighbours in ``g`` are its row's.
@@ -370,13 +411,20 @@ def layer_grads(D, rd, n_out, S, rs, c0, n_in, g, w0, b0, m):
     o = 0
     biased = 0  # outputs whose bias a block already summed
     if n_in == 1:
-        while o + 4 <= n_out:
-            grads_4x1(D, rd + o, S, rs, c0, g, w0 + o, b0 + o, m)
-            o += 4
+        step = 4 if WIDE else 2
+        while o + step <= n_out:
+            if WIDE:
+                grads_4x1(D, rd + o, S, rs, c0, g, w0 + o, b0 + o, m)
+            else:
+                grads_2x1_narrow(D, rd + o, S, rs, c0, g, w0 + o, b0 + o, m)
+            o += step
         biased = o
     else:
         while o + 2 <= n_out:
-            grads_2x4(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in, m)
+            if WIDE:
+                grads_2x4(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in, m)
+            else:
+                grads_2x2_narrow(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in, m)
             o += 2
     while o < n_out:
         grads_1x4(D, rd + o, S, rs, c0, n_in, g, w0 + o * n_in, m)
@@ -400,6 +448,12 @@ def bias_grads_4(D, rd, g, b0, m):
     independent chains of adds, where one output at a time left two, each add
     waiting on the one before."""
     V = vlanes(D)
+    if not WIDE:
+        lo = half_bias_4(D, rd, np.int64(0), m)
+        hi = half_bias_4(D, rd, V, m)
+        vsums_store(g, b0, b0 + 2, (vadd(lo[0], hi[0]), vadd(lo[1], hi[1]), vadd(lo[2], hi[2]),
+                                    vadd(lo[3], hi[3])))
+        return
     nz = vsplat(D, -0.0)
     a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
     for s in range(0, m, 2 * V):
@@ -499,6 +553,104 @@ def grads_2x4(D, rd, S, rs, c0, n_in, g, w0, m):
 
 
 @kernel
+def grads_2x2_narrow(D, rd, S, rs, c0, n_in, g, w0, m):
+    """:func:`grads_2x4` where registers are narrow (:data:`mlpsim.simd.WIDE_REGISTERS`
+    false): two outputs by two inputs, and each sum's two vectors of lanes in two
+    passes over the samples (:func:`half_grads_2x2`), so that four accumulators
+    live at a time, not sixteen. Each lane adds the same samples in the same order.
+    An odd last input is paired with itself and its duplicate results dropped."""
+    V = vlanes(D)
+    last = n_in - 1
+    for i in range(0, n_in, 2):
+        i1 = min(i + 1, last)
+        lo = half_grads_2x2(D, rd, S, rs, c0, i, i1, np.int64(0), m)
+        hi = half_grads_2x2(D, rd, S, rs, c0, i, i1, V, m)
+        if i1 > i:
+            vsums_store(g, w0 + i, w0 + n_in + i, (vadd(lo[0], hi[0]), vadd(lo[1], hi[1]),
+                                                   vadd(lo[2], hi[2]), vadd(lo[3], hi[3])))
+        else:
+            g[w0 + i] = fold(lo[0], hi[0])
+            g[w0 + n_in + i] = fold(lo[2], hi[2])
+
+
+@kernel
+def half_grads_2x2(D, rd, S, rs, c0, i, i1, start, m):
+    """One vector of lane sums (samples ``start + 2 V k + j``) of the weights
+    (rd, i), (rd, i1), (rd + 1, i), (rd + 1, i1), in that order."""
+    V = vlanes(D)
+    nz = vsplat(D, -0.0)
+    a00, a01, a10, a11 = nz, nz, nz, nz
+    for s in range(start, m, 2 * V):
+        x0 = vload(S, rs + i, c0 + s)
+        x1 = vload(S, rs + i1, c0 + s)
+        d = vload(D, rd, s)
+        f = vload(D, rd + 1, s)
+        a00 = vfma(d, x0, a00)
+        a01 = vfma(d, x1, a01)
+        a10 = vfma(f, x0, a10)
+        a11 = vfma(f, x1, a11)
+    return a00, a01, a10, a11
+
+
+@kernel
+def grads_2x1_narrow(D, rd, S, rs, c0, g, w0, b0, m):
+    """:func:`grads_4x1` where registers are narrow: two outputs, weights and biases,
+    each sum's two vectors of lanes in two passes (:func:`half_grads_2x1`)."""
+    V = vlanes(D)
+    lo = half_grads_2x1(D, rd, S, rs, c0, np.int64(0), m)
+    hi = half_grads_2x1(D, rd, S, rs, c0, V, m)
+    vsums_store(g, w0, b0, (vadd(lo[0], hi[0]), vadd(lo[1], hi[1]), vadd(lo[2], hi[2]),
+                            vadd(lo[3], hi[3])))
+
+
+@kernel
+def half_grads_2x1(D, rd, S, rs, c0, start, m):
+    """One vector of lane sums of the weights, then the biases, of outputs rd, rd + 1
+    of a layer with one input (see :func:`half_grads_2x2`)."""
+    V = vlanes(D)
+    nz = vsplat(D, -0.0)
+    a0, a1, c0_, c1 = nz, nz, nz, nz
+    for s in range(start, m, 2 * V):
+        x = vload(S, rs, c0 + s)
+        d = vload(D, rd, s)
+        f = vload(D, rd + 1, s)
+        a0, c0_ = vfma(d, x, a0), vadd(c0_, d)
+        a1, c1 = vfma(f, x, a1), vadd(c1, f)
+    return a0, a1, c0_, c1
+
+
+@kernel
+def half_grads_1x4(D, rd, S, rs, c0, i, i1, i2, i3, start, m):
+    """One vector of lane sums of the weights (rd, i), (rd, i1), (rd, i2), (rd, i3)
+    (see :func:`half_grads_2x2`)."""
+    V = vlanes(D)
+    nz = vsplat(D, -0.0)
+    a0, a1, a2, a3 = nz, nz, nz, nz
+    for s in range(start, m, 2 * V):
+        d = vload(D, rd, s)
+        a0 = vfma(d, vload(S, rs + i, c0 + s), a0)
+        a1 = vfma(d, vload(S, rs + i1, c0 + s), a1)
+        a2 = vfma(d, vload(S, rs + i2, c0 + s), a2)
+        a3 = vfma(d, vload(S, rs + i3, c0 + s), a3)
+    return a0, a1, a2, a3
+
+
+@kernel
+def half_bias_4(D, rd, start, m):
+    """One vector of lane sums of the deltas of outputs rd .. rd + 3 (see
+    :func:`half_grads_2x2`)."""
+    V = vlanes(D)
+    nz = vsplat(D, -0.0)
+    a0, a1, a2, a3 = nz, nz, nz, nz
+    for s in range(start, m, 2 * V):
+        a0 = vadd(a0, vload(D, rd, s))
+        a1 = vadd(a1, vload(D, rd + 1, s))
+        a2 = vadd(a2, vload(D, rd + 2, s))
+        a3 = vadd(a3, vload(D, rd + 3, s))
+    return a0, a1, a2, a3
+
+
+@kernel
 def grads_1x4(D, rd, S, rs, c0, n_in, g, w0, m):
     """:func:`layer_grads` for the one output ``rd``, four inputs at a time (eight
     accumulators: enough independent multiply-adds to hide their latency, which two
@@ -509,8 +661,12 @@ def grads_1x4(D, rd, S, rs, c0, n_in, g, w0, m):
     last = n_in - 1
     for i in range(0, n_in, 4):
         i1, i2, i3 = min(i + 1, last), min(i + 2, last), min(i + 3, last)
-        a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
-        for s in range(0, m, 2 * V):
+        if WIDE:
+            a0, b0_, a1, b1, a2, b2, a3, b3 = nz, nz, nz, nz, nz, nz, nz, nz
+        else:
+            a0, a1, a2, a3 = half_grads_1x4(D, rd, S, rs, c0, i, i1, i2, i3, np.int64(0), m)
+            b0_, b1, b2, b3 = half_grads_1x4(D, rd, S, rs, c0, i, i1, i2, i3, V, m)
+        for s in range(0, m if WIDE else 0, 2 * V):
             d = vload(D, rd, s)
             e = vload(D, rd, s + V)
             a0 = vfma(d, vload(S, rs + i, c0 + s), a0)

@@ -26,6 +26,8 @@ Kernels use these functions only (no operators on vectors):
 
 No bounds are checked: the kernels' callers guarantee them.
 """
+import os
+
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -35,6 +37,29 @@ from numba.extending import intrinsic, models, register_model
 #: Bytes per vector: one AVX-512 register. Fixed (not the CPU's width), so that
 #: the lanes, and with them the order of every sum, are the same on every CPU.
 VECTOR_BYTES = 64
+
+
+def _target_features() -> str:
+    """The CPU features numba compiles for: ``NUMBA_CPU_FEATURES`` if set, else the host's."""
+    from numba.core import config
+    from numba.core.codegen import get_host_cpu_features
+    return config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+
+
+def _wide_registers() -> bool:
+    forced = os.environ.get("MLPSIM_REGISTERS", "")
+    if forced in ("wide", "narrow"):
+        return forced == "wide"
+    return "+avx512f" in _target_features().split(",")
+
+
+#: Whether the compile target holds 32 vectors in registers (AVX-512's 32 zmm),
+#: rather than 8 (AVX2's 16 ymm, NEON's 32 q, two or four to a vector) or 4 (SSE).
+#: Kernels block their loops by it: how a loop is blocked changes no sum, only
+#: how many partial sums stay in registers at once. ``MLPSIM_REGISTERS=wide`` or
+#: ``narrow`` forces either blocking, so that tests run both on one machine (with
+#: their own ``NUMBA_CACHE_DIR``: the cache does not know the setting).
+WIDE_REGISTERS = _wide_registers()
 
 
 class Vec(types.Type):

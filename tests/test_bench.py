@@ -77,6 +77,7 @@ def test_the_command_prints_every_figure():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("CPU: ") and "cores)" in lines[0]
+    assert lines[1].startswith("kernels compiled for: ") and "register blocking" in lines[1]
     assert sum("GEMM peak" in line for line in lines) >= 1
     assert sum("% of the" in line and "GFLOP/s" in line for line in lines) == 4
     assert sum("float32 / float64 throughput" in line for line in lines) == 2
@@ -88,3 +89,17 @@ def test_bad_arguments_are_refused(args, message):
     proc = subprocess.run([sys.executable, "-m", "mlpsim", "bench", *args], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_compile_target_names_the_blocking(monkeypatch):
+    from numba.core import config
+
+    from mlpsim import simd
+    monkeypatch.setattr(config, "CPU_NAME", "generic")
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+fma")
+    monkeypatch.setattr(simd, "WIDE_REGISTERS", False)
+    assert bench.compile_target() == ("generic, features from NUMBA_CPU_FEATURES; narrow register blocking "
+                                      "(mlpsim.simd.WIDE_REGISTERS)")
+    monkeypatch.setattr(config, "CPU_FEATURES", None)
+    monkeypatch.setattr(simd, "WIDE_REGISTERS", True)
+    assert bench.compile_target() == "generic; wide register blocking (mlpsim.simd.WIDE_REGISTERS)"

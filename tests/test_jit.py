@@ -96,8 +96,12 @@ cfg = mlpsim.preset("tiny").with_values({"train.instances": 2})
 net = build_net(cfg)
 x, y, _, _ = training_data(cfg, net)
 Ensemble(net, cfg.train, x[:300], y[:300], initial_params(cfg, net)).run(1)  # one whole chunk and a short one
+from mlpsim import simd
 names = ("chunk_gradient", "forward_chunk", "backward_chunk", "layer_grads", "dense_forward", "dense_delta",
-         "grads_4x1", "grads_2x4", "grads_1x4", "bias_grads_4", "update_instance", "reduce_chunks")
+         "grads_1x4", "bias_grads_4", "update_instance", "reduce_chunks")
+names += (("grads_4x1", "grads_2x4") if simd.WIDE_REGISTERS else
+          ("grads_2x1_narrow", "grads_2x2_narrow", "half_grads_2x2", "half_grads_2x1", "half_grads_1x4",
+           "half_bias_4"))
 print(" ".join(f"{n}={len(getattr(kernels, n).signatures)}" for n in names))
 '''
 

@@ -1,4 +1,6 @@
 """Forward pass, loss and gradient against the NumPy reference and finite differences."""
+import os
+
 import numpy as np
 import pytest
 
@@ -170,3 +172,56 @@ def test_chunk_len_in_compiled_code_agrees_with_chunk_samples(dtype):
         return kernels.chunk_len(a)
 
     assert length(np.zeros((1, 1), dtype=dtype)) == kernels.chunk_samples(dtype) == kernels.CHUNK_VECTORS * 64 // np.dtype(dtype).itemsize
+
+
+BLOCKINGS = '''
+import sys
+import os
+
+import numpy as np
+import mlpsim
+from mlpsim import simd
+archs = {archs!r}
+out = {{"wide": np.array([simd.WIDE_REGISTERS])}}
+for k, (widths, activation) in enumerate(archs):
+    for n, dtype in {cases!r}:
+        rng = np.random.default_rng(k)
+        net = mlpsim.MLP(widths, activation=activation)
+        theta = net.init(seed=k, bias_init="normal", bias_scale=0.3).astype(dtype)
+        x = rng.uniform(-2, 2, (n, widths[0])).astype(dtype)
+        y = rng.normal(size=(n, widths[-1])).astype(dtype)
+        loss, grad = net.loss_and_grad(theta, x, y)
+        out[f"{{k}}-{{dtype}}-grad"] = grad
+        out[f"{{k}}-{{dtype}}-loss"] = np.array([loss])
+        out[f"{{k}}-{{dtype}}-forward"] = net.forward(theta, x)
+np.savez(sys.argv[1], **out)
+'''
+
+
+def test_both_register_blockings_give_the_same_bits_and_the_reference_gradients(tmp_path):
+    # The kernels block their loops by the target's register file (simd.WIDE_REGISTERS):
+    # a machine runs one blocking, so both are forced here, each with its own cache.
+    # float64 only: float32's compilation would double the test's 40 s, and the slow
+    # golden tests run float32 on AVX2 and SSE, which take the narrow blocking.
+    import subprocess
+    import sys
+    cases = [(777, "float64")]
+    results = {}
+    for mode in ("wide", "narrow"):
+        env = dict(os.environ, MLPSIM_REGISTERS=mode, NUMBA_CACHE_DIR=str(tmp_path / f"cache-{mode}"))
+        path = tmp_path / f"{mode}.npz"
+        proc = subprocess.run([sys.executable, "-c", BLOCKINGS.format(archs=ARCHS, cases=cases), str(path)], env=env,
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        results[mode] = dict(np.load(path))
+    assert results["wide"]["wide"][0] and not results["narrow"]["wide"][0]
+    for key, value in results["wide"].items():
+        if key != "wide":
+            np.testing.assert_array_equal(results["narrow"][key].view(np.uint8), value.view(np.uint8), err_msg=key)
+    for k, (widths, activation) in enumerate(ARCHS):  # and both agree with the NumPy reference
+        rng = np.random.default_rng(k)
+        theta = mlpsim.MLP(widths, activation=activation).init(seed=k, bias_init="normal", bias_scale=0.3)
+        x = rng.uniform(-2, 2, (777, widths[0]))
+        y = rng.normal(size=(777, widths[-1]))
+        _, gref = ref.loss_and_grad(theta, widths, x, y, activation)
+        np.testing.assert_allclose(results["narrow"][f"{k}-float64-grad"], gref, rtol=1e-10, atol=1e-13)
