@@ -24,9 +24,12 @@ Notation (shapes in comments)
 
 Activations are applied in place, and derivatives are written from the stored
 *output* ``a = f(z)`` (as scikit-learn does): relu' = [a > 0] (so 0 at 0),
-tanh' = 1 - a**2, leaky' = 1 if a > 0 else slope, identity' = 1.
+tanh' = 1 - a**2, leaky' = 1 if a > 0 else slope, identity' = 1. tanh itself is
+:func:`mlpsim.simd.stanh` (and ``vtanh`` on whole vectors, the same bits): built
+from correctly rounded operations only, within 2.5 units in the last place of
+the exact tanh, 1.0 ns per float64 value instead of the C library's 19.6.
 
-The order of operations (engine version 2)
+The order of operations (engine version 3)
 ------------------------------------------
 This is the documented order every result follows, on every CPU and for any
 thread count; changing any of it bumps :data:`ENGINE_VERSION`.
@@ -92,6 +95,7 @@ from ._jit import kernel, parallel_kernel
 from .simd import WIDE_REGISTERS as WIDE
 from .simd import (
     sfma,
+    stanh,
     vadd,
     vbcast,
     vfma,
@@ -104,13 +108,17 @@ from .simd import (
     vsub,
     vsum,
     vsums_store,
+    vtanh,
 )
 
 #: Version of the documented order of operations. Any change that alters a
 #: result bit (the order of a sum, a fused multiply-add, CHUNK, LANES) bumps it,
 #: records new golden values in ``tests/test_golden.py`` and says why in the
 #: commit; runs record it in their manifest, and resume refuses another version.
-ENGINE_VERSION = 2
+#: 3: tanh is :func:`mlpsim.simd.stanh` / ``vtanh`` (correctly rounded operations
+#: only) instead of the C library's, whose bits depend on the CPU; relu, identity
+#: and leaky relu runs keep version 2's bits.
+ENGINE_VERSION = 3
 
 #: Vectors of samples per task (a chunk): 32 vectors of 64 bytes, so 256 float64
 #: or 512 float32 samples (:func:`chunk_len`), and every work row is 2 KB whatever
@@ -697,7 +705,7 @@ def activate(z, n, act, slope):
                 z[s] = 0.0
     elif act == TANH:
         for s in range(n):
-            z[s] = np.tanh(z[s])
+            z[s] = stanh(z[s])
     elif act == LEAKY_RELU:
         for s in range(n):
             if z[s] < 0.0:
@@ -749,7 +757,12 @@ def forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, s1, A):
             else:
                 dense_forward(theta, w_off[l], b_off[l], widths[l], widths[l + 1], A, r_off[l], zero,
                               A, r_off[l + 1], n, finish)
-        if l < L - 1 and act != RELU and act != IDENTITY:
+        if l < L - 1 and act == TANH:  # whole vectors: the rows are chunk_len + ROW_PAD long
+            V = vlanes(A)
+            for r in range(r_off[l + 1], r_off[l + 1] + widths[l + 1]):
+                for s in range(0, n, V):
+                    vstore(A, r, s, vtanh(vload(A, r, s)))
+        elif l < L - 1 and act == LEAKY_RELU:
             for u in range(widths[l + 1]):
                 activate(A[r_off[l + 1] + u], n, act, slope)
 

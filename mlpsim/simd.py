@@ -26,7 +26,9 @@ Kernels use these functions only (no operators on vectors):
 
 No bounds are checked: the kernels' callers guarantee them.
 """
+import math
 import os
+from decimal import Decimal, localcontext
 
 import numpy as np
 from llvmlite import ir
@@ -308,6 +310,92 @@ def sfma(typingctx, a, b, c):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty] * 3), name)
         return builder.call(fn, args)
     return a(a, b, c), codegen
+
+
+# ----------------------------------------------------------------------------- tanh
+# tanh from + - * / and fused multiply-adds only, each correctly rounded, so the same
+# bits on every CPU (the C library's tanh is not: glibc picks another code path on a
+# CPU without FMA) and a vector of them at once:
+#   tanh(|x|) = t / (t + 2) with t = expm1(2|x|) (no cancellation near 0);
+#   expm1(y) = 2^k (1 + e) - 1 with y = k ln2 + r, |r| <= ln2 / 2, e = expm1(r) by
+#   its Taylor series (to r^13 / 13! in float64, r^8 / 8! in float32: the first
+#   term left out is below a tenth of a unit in the last place);
+#   |x| above 22 (float64) or 10 (float32) gives 1 exactly, as the series would.
+_TANH = {  # bits: where tanh is 1, the rounding constant 1.5 * 2^mantissa, exponent bias and
+    # position, the highest power of the Taylor series
+    64: {"clamp": 22.0, "magic": 1.5 * 2.0 ** 52, "bias": 1023, "shift": 52, "terms": 13},
+    32: {"clamp": 10.0, "magic": 1.5 * 2.0 ** 23, "bias": 127, "shift": 23, "terms": 8},
+}
+_LN2 = "0.6931471805599453094172321214581765680755001343602552541206800094933936"
+
+
+def _tanh_ir(builder, x, bits, lanes):
+    """IR for tanh of ``x`` (a float of ``bits`` or a vector of ``lanes`` of them)."""
+    c = _TANH[bits]
+    fty = ir.DoubleType() if bits == 64 else ir.FloatType()
+    ity = ir.IntType(bits)
+    vf = fty if lanes is None else ir.VectorType(fty, lanes)
+    vi = ity if lanes is None else ir.VectorType(ity, lanes)
+    ftype = np.float64 if bits == 64 else np.float32
+
+    def k(value):  # a constant, rounded to the dtype once, here
+        v = float(ftype(value))
+        return ir.Constant(vf, v) if lanes is None else ir.Constant(vf, [v] * lanes)
+
+    def ki(value):
+        return ir.Constant(vi, value) if lanes is None else ir.Constant(vi, [value] * lanes)
+
+    name = f"llvm.fma.{'f64' if bits == 64 else 'f32'}" if lanes is None else \
+        f"llvm.fma.v{lanes}{'f64' if bits == 64 else 'f32'}"
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf] * 3), name)
+    zero = k(0.0)
+    negative = builder.fcmp_ordered("<", x, zero)
+    a = builder.select(negative, builder.fsub(zero, x), x)  # |x| (NaN and -0.0 are fixed at the end)
+    a = builder.select(builder.fcmp_ordered("<", a, k(c["clamp"])), a, k(c["clamp"]))
+    y = builder.fadd(a, a)
+    with localcontext() as ctx:  # ln2 to 60 digits, split into the dtype's nearest and the rest
+        ctx.prec = 60
+        ln2_hi = float(ftype(float(Decimal(_LN2))))
+        ln2_lo = float(ftype(float(Decimal(_LN2) - Decimal(ln2_hi))))
+        inv_ln2 = float(1 / Decimal(_LN2))
+    kf = builder.call(fma, [y, k(inv_ln2), k(c["magic"])])  # round(y / ln2), in the low bits
+    kn = builder.fsub(kf, k(c["magic"]))
+    minus_k = builder.fsub(zero, kn)
+    r = builder.call(fma, [minus_k, k(ln2_hi), y])
+    r = builder.call(fma, [minus_k, k(ln2_lo), r])
+    q = k(1 / math.factorial(c["terms"]))
+    for n in range(c["terms"] - 1, 1, -1):
+        q = builder.call(fma, [q, r, k(1 / math.factorial(n))])
+    e = builder.call(fma, [builder.fmul(r, r), q, r])  # expm1(r) = r + r^2 (1/2 + r/6 + ...)
+    kint = builder.sub(builder.bitcast(kf, vi), builder.bitcast(k(c["magic"]), vi))
+    scale = builder.bitcast(builder.shl(builder.add(kint, ki(c["bias"])), ki(c["shift"])), vf)  # 2^k
+    t = builder.call(fma, [scale, e, builder.fsub(scale, k(1.0))])  # expm1(y)
+    th = builder.fdiv(t, builder.fadd(t, k(2.0)))
+    th = builder.select(negative, builder.fsub(zero, th), th)
+    th = builder.select(builder.fcmp_ordered("==", x, zero), x, th)  # tanh(+-0) = +-0
+    return builder.select(builder.fcmp_unordered("uno", x, x), x, th)  # NaN stays NaN
+
+
+@intrinsic
+def vtanh(typingctx, v):
+    """tanh lane by lane, the same bits as :func:`stanh` of each lane (see ``_tanh_ir``)."""
+    _check_vecs(v)
+
+    def codegen(context, builder, sig, args):
+        return _tanh_ir(builder, args[0], sig.args[0].dtype.bitwidth, sig.args[0].lanes)
+    return v(v), codegen
+
+
+@intrinsic
+def stanh(typingctx, x):
+    """tanh of a float64 or float32 from correctly rounded operations only: the same
+    bits on every CPU, unlike the C library's (see ``_tanh_ir``)."""
+    if x not in (types.float64, types.float32):
+        raise TypeError(f"simd.stanh: need a float64 or float32, got {x}")
+
+    def codegen(context, builder, sig, args):
+        return _tanh_ir(builder, args[0], sig.args[0].bitwidth, None)
+    return x(x), codegen
 
 
 @intrinsic

@@ -32,6 +32,19 @@ GOLDEN = {  # engine version -> dtype -> file -> sha256
         "float32": {"params.npy": "a0f54e6d6ee2acb4380503bfa9450268516dea67b3227b19ea6ed6773ef3ecf2",
                     "loss_steps.npy": "1e920322bc8155b02fa7a5e39aec85136fb89737bd519a00e18c461f10b503c8"},
     },
+    # 3: tanh is mlpsim.simd.stanh (correctly rounded operations only), not the C
+    # library's; relu runs keep version 2's bytes. tanh runs are the seed run with
+    # model.activation = "tanh".
+    3: {
+        "float64": {"params.npy": "af5574b10d8d9d57dc9b83800854ab6e1d381d3874cf9f3c223047220fb62f38",
+                    "loss_steps.npy": "560078632090230f487eb1f5f985d20ac15ced8b535f691e33849ee5a4435683"},
+        "float32": {"params.npy": "a0f54e6d6ee2acb4380503bfa9450268516dea67b3227b19ea6ed6773ef3ecf2",
+                    "loss_steps.npy": "1e920322bc8155b02fa7a5e39aec85136fb89737bd519a00e18c461f10b503c8"},
+        "tanh float64": {"params.npy": "83945e88b1bea215d299be70539a97d7965727d3b796f99bab33022b5d4ca388",
+                         "loss_steps.npy": "6df6d90b8b050646aef9aa9db505526131bdd309011e044d00939594d61aba39"},
+        "tanh float32": {"params.npy": "ec92b4e1dc9cf5232358d522068fbe875e4a68fd3ffd81afe940a5e89727024a",
+                         "loss_steps.npy": "b359fe4de764d17d21b70bb69e2d012d4ec46f0988f167365b1b1421c4a98b39"},
+    },
 }
 
 #: An x86-64 CPU with AVX2 and FMA but no AVX-512, as LLVM sees it.
@@ -48,17 +61,19 @@ SCRIPT = """
 import hashlib, json, sys
 from pathlib import Path
 import mlpsim
-out, dtype, threads = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-mlpsim.train(mlpsim.preset("seed"), out, overrides=["train.steps=200", f"train.dtype='{dtype}'"],
+out, dtype, threads, activation = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+mlpsim.train(mlpsim.preset("seed"), out, overrides=["train.steps=200", f"train.dtype='{dtype}'",
+                                                   f"model.activation='{activation}'"],
              progress=False, threads=threads)
 print(json.dumps({f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("params.npy", "loss_steps.npy")}))
 """
 
 
-def _hashes(tmp_path, dtype, threads, env=None):
-    out = tmp_path / f"{dtype}-{threads}"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out), dtype, str(threads)], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=600)
+def _hashes(tmp_path, dtype, threads, env=None, activation="relu"):
+    out = tmp_path / f"{activation}-{dtype}-{threads}"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out), dtype, str(threads), activation],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     return __import__("json").loads(proc.stdout)
 
@@ -73,10 +88,20 @@ def test_short_seed_run_gives_the_golden_bytes(tmp_path, dtype):
     assert _hashes(tmp_path, dtype, 1) == got  # another process, one thread
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_short_tanh_run_gives_the_golden_bytes(tmp_path, dtype):
+    # tanh is mlpsim's own (simd.stanh), not the C library's, whose bits change with the CPU
+    got = _hashes(tmp_path, dtype, 2, activation="tanh")
+    assert got == GOLDEN[kernels.ENGINE_VERSION][f"tanh {dtype}"]
+    assert _hashes(tmp_path, dtype, 1, activation="tanh") == got
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("cpu", ["avx2", "sse"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_golden_bytes_on_older_cpus(tmp_path, dtype, cpu):
+def test_golden_bytes_on_older_cpus(tmp_path, dtype, cpu, activation):
     # compiles from scratch for the other CPU (about 30 s), in a cache of its own
     env = {**{"avx2": AVX2_ONLY, "sse": SSE_ONLY}[cpu], "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
-    assert _hashes(tmp_path, dtype, 2, env) == GOLDEN[kernels.ENGINE_VERSION][dtype]
+    key = dtype if activation == "relu" else f"tanh {dtype}"
+    assert _hashes(tmp_path, dtype, 2, env, activation) == GOLDEN[kernels.ENGINE_VERSION][key]

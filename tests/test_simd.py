@@ -8,6 +8,7 @@ import pytest
 from mlpsim import simd
 from mlpsim.simd import (
     sfma,
+    stanh,
     vadd,
     vbcast,
     vfma,
@@ -20,6 +21,7 @@ from mlpsim.simd import (
     vsub,
     vsum,
     vsums_store,
+    vtanh,
 )
 
 
@@ -151,6 +153,41 @@ def test_sums_of_several_vectors_refuse_other_counts():
 
     with pytest.raises((TypeError, numba.core.errors.TypingError), match="2, 4 or 8 vectors"):
         three(np.zeros((3, 8)), np.zeros(8))
+
+
+@numba.njit(cache=True)
+def _tanh_both(x, out_scalar, out_vector):
+    V = vlanes(x)
+    for r in range(x.shape[0]):
+        for s in range(0, x.shape[1], V):
+            vstore(out_vector, r, s, vtanh(vload(x, r, s)))
+        for s in range(x.shape[1]):
+            out_scalar[r, s] = stanh(x[r, s])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tanh_is_within_2_5_ulp_with_the_same_bits_in_a_vector(dtype):
+    # against tanh in 80-bit long double, over normal, uniform and log-spaced values
+    rng = np.random.default_rng(7)
+    tiny = -300 if dtype == np.float64 else -37
+    x = np.concatenate([rng.standard_normal(100_000) * 3, np.linspace(-25, 25, 100_000),
+                        10.0 ** rng.uniform(tiny, 1.5, 100_352) * rng.choice([-1, 1], 100_352)]).astype(dtype)
+    x = x.reshape(-1, 64)
+    scalar, vector = np.empty_like(x), np.empty_like(x)
+    _tanh_both(x, scalar, vector)
+    np.testing.assert_array_equal(scalar.view(np.uint8), vector.view(np.uint8))
+    exact = np.tanh(x.astype(np.longdouble))
+    ulps = np.abs(scalar - exact) / np.spacing(np.abs(exact.astype(dtype))).astype(np.longdouble)
+    assert ulps.max() <= 2.5, float(ulps.max())
+    special = np.array([[0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30, 19.1, -19.1, 30.0, 1e30, -1e30,
+                         0.5, -0.5, 1.0, -1.0]], dtype=dtype)  # 16 values: whole vectors of either dtype
+    got, got_vector = np.empty_like(special), np.empty_like(special)
+    _tanh_both(special, got, got_vector)
+    np.testing.assert_array_equal(got.view(np.uint8), got_vector.view(np.uint8))
+    want = np.tanh(special.astype(np.longdouble)).astype(dtype)
+    np.testing.assert_array_equal(np.signbit(got[0, :2]), [False, True])  # tanh(+-0) = +-0
+    assert np.isnan(got[0, 4]) and (got[0, 2:4] == [1, -1]).all() and (got[0, 9:12] == [1, 1, -1]).all()
+    np.testing.assert_allclose(got[0, 5:], want[0, 5:], rtol=4 * np.finfo(dtype).eps)
 
 
 def test_loads_and_stores_at_any_offset():
