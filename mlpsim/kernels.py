@@ -17,7 +17,7 @@ Notation (shapes in comments)
 ``A``      activations of layers 1..L for one chunk of samples, stacked by
            unit: row ``r_off[l] + u`` holds unit ``u`` of layer ``l``
 ``D``      the loss gradient w.r.t. the pre-activation, same rows as ``A``
-           (in training, for relu and identity, the same array: the backward
+           (in training, except for leaky relu, the same array: the backward
            pass overwrites each layer's activations with its deltas)
 ``G``      gradient accumulator ``(P,)``
 =========  ===============================================================
@@ -102,6 +102,7 @@ from .simd import (
     vlanes,
     vload,
     vmask,
+    vmul,
     vrelu,
     vsplat,
     vstore,
@@ -152,9 +153,10 @@ GD, MOMENTUM, ADAM_WOLFRAM, ADAM_KINGMA = 0, 1, 2, 3
 #: Positions in the ``hyper`` array passed to the optimizer kernels.
 H_LR, H_BETA1, H_BETA2, H_EPS, H_MOMENTUM, H_WEIGHT_DECAY = 0, 1, 2, 3, 4, 5
 
-#: ``finish`` codes of the dense kernels: nothing, relu of the result, or the
-#: result zeroed where the stored activation ``a <= 0`` (relu's derivative).
-NO_FINISH, CLAMP, MASK = 0, 1, 2
+#: ``finish`` codes of the dense kernels: nothing, relu of the result, the result
+#: zeroed where the stored activation ``a <= 0`` (relu's derivative), or the
+#: result times ``1 - a * a`` (tanh's derivative; see :func:`finish_delta`).
+NO_FINISH, CLAMP, MASK, TANH_DERIVATIVE = 0, 1, 2, 3
 
 #: Every sum over the samples of a chunk keeps ``LANES`` partial sums: partial
 #: sum ``j`` adds the products of samples ``j, j + LANES, j + 2 * LANES, ...`` in
@@ -297,13 +299,25 @@ def dense_forward(theta, w0, b0, n_in, n_out, S, rs, c0, Z, rz, n, finish):
 
 
 @kernel
+def finish_delta(v, A, r, s, finish):
+    """A backpropagated delta vector ``v`` times the activation's derivative, written from
+    the stored activations ``a = A[r, s : s + V]``: 0 where ``a <= 0`` (``finish`` =
+    MASK, relu), or ``v * (1 - a * a)`` rounded after each operation (TANH_DERIVATIVE)."""
+    a = vload(A, r, s)
+    if finish == MASK:
+        return vmask(v, a)
+    return vmul(v, vsub(vsplat(A, 1.0), vmul(a, a)))
+
+
+@kernel
 def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
     """Backpropagate deltas through one layer, for the first ``m`` samples of a chunk:
 
     ``D[rp + i, :] = W[0, i] * D[rd, :] + ... + W[n_out-1, i] * D[rd+n_out-1, :]``
     (``W[o, i] = theta[w0 + o * n_in + i]``; the sum starts at -0.0 and adds one
     term at a time by a fused multiply-add, in output order), then, with
-    ``finish`` = MASK, zeroed where ``A[rp + i] <= 0``. Blocked as
+    ``finish`` = MASK, zeroed where ``A[rp + i] <= 0``, or with TANH_DERIVATIVE
+    times ``1 - A[rp + i] ** 2`` (:func:`finish_delta`). Blocked as
     :func:`dense_forward` (four rows, two vectors of samples, or one vector where
     registers are narrow). ``D`` may be ``A``
     itself: each ``A[rp + i, s]`` is read for the mask before ``D[rp + i, s]`` is
@@ -311,7 +325,6 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
     """
     V = vlanes(D)
     nz = vsplat(D, -0.0)
-    mask = finish == MASK
     mv = m if WIDE else 0  # samples done in pairs of vectors, then single vectors up to m
     i = 0
     while i < n_in:
@@ -334,15 +347,15 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
                     u = vbcast(theta, wa + 3)
                     a3 = vfma(u, x, a3)
                     b3 = vfma(u, y, b3)
-                if mask:
-                    a0 = vmask(a0, vload(A, rp + i, s))
-                    b0_ = vmask(b0_, vload(A, rp + i, s + V))
-                    a1 = vmask(a1, vload(A, rp + i + 1, s))
-                    b1 = vmask(b1, vload(A, rp + i + 1, s + V))
-                    a2 = vmask(a2, vload(A, rp + i + 2, s))
-                    b2 = vmask(b2, vload(A, rp + i + 2, s + V))
-                    a3 = vmask(a3, vload(A, rp + i + 3, s))
-                    b3 = vmask(b3, vload(A, rp + i + 3, s + V))
+                if finish != NO_FINISH:
+                    a0 = finish_delta(a0, A, rp + i, s, finish)
+                    b0_ = finish_delta(b0_, A, rp + i, s + V, finish)
+                    a1 = finish_delta(a1, A, rp + i + 1, s, finish)
+                    b1 = finish_delta(b1, A, rp + i + 1, s + V, finish)
+                    a2 = finish_delta(a2, A, rp + i + 2, s, finish)
+                    b2 = finish_delta(b2, A, rp + i + 2, s + V, finish)
+                    a3 = finish_delta(a3, A, rp + i + 3, s, finish)
+                    b3 = finish_delta(b3, A, rp + i + 3, s + V, finish)
                 vstore(D, rp + i, s, a0)
                 vstore(D, rp + i, s + V, b0_)
                 vstore(D, rp + i + 1, s, a1)
@@ -360,11 +373,11 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
                     a1 = vfma(vbcast(theta, wa + 1), x, a1)
                     a2 = vfma(vbcast(theta, wa + 2), x, a2)
                     a3 = vfma(vbcast(theta, wa + 3), x, a3)
-                if mask:
-                    a0 = vmask(a0, vload(A, rp + i, s))
-                    a1 = vmask(a1, vload(A, rp + i + 1, s))
-                    a2 = vmask(a2, vload(A, rp + i + 2, s))
-                    a3 = vmask(a3, vload(A, rp + i + 3, s))
+                if finish != NO_FINISH:
+                    a0 = finish_delta(a0, A, rp + i, s, finish)
+                    a1 = finish_delta(a1, A, rp + i + 1, s, finish)
+                    a2 = finish_delta(a2, A, rp + i + 2, s, finish)
+                    a3 = finish_delta(a3, A, rp + i + 3, s, finish)
                 vstore(D, rp + i, s, a0)
                 vstore(D, rp + i + 1, s, a1)
                 vstore(D, rp + i + 2, s, a2)
@@ -377,17 +390,17 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
                     u = vbcast(theta, w0 + o * n_in + i)
                     a0 = vfma(u, vload(D, rd + o, s), a0)
                     b0_ = vfma(u, vload(D, rd + o, s + V), b0_)
-                if mask:
-                    a0 = vmask(a0, vload(A, rp + i, s))
-                    b0_ = vmask(b0_, vload(A, rp + i, s + V))
+                if finish != NO_FINISH:
+                    a0 = finish_delta(a0, A, rp + i, s, finish)
+                    b0_ = finish_delta(b0_, A, rp + i, s + V, finish)
                 vstore(D, rp + i, s, a0)
                 vstore(D, rp + i, s + V, b0_)
             for s in range(mv, m, V):
                 a0 = nz
                 for o in range(n_out):
                     a0 = vfma(vbcast(theta, w0 + o * n_in + i), vload(D, rd + o, s), a0)
-                if mask:
-                    a0 = vmask(a0, vload(A, rp + i, s))
+                if finish != NO_FINISH:
+                    a0 = finish_delta(a0, A, rp + i, s, finish)
                 vstore(D, rp + i, s, a0)
             i += 1
 
@@ -810,7 +823,7 @@ def backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, c0, A, D, 
     ``m`` is ``chunk_len``, or for a short chunk its sample count rounded up to
     whole pairs of vectors (:func:`chunk_gradient` pads those samples with zeros).
     Every entry of ``g`` is assigned exactly once, so ``g`` need not be zeroed.
-    Layer 1's inputs are ``X[:, c0:c0 + m]``. With relu or identity activations ``D``
+    Layer 1's inputs are ``X[:, c0:c0 + m]``. Except with leaky relu, ``D``
     may be ``A`` itself: a layer's gradients read its inputs before its deltas
     overwrite them (see :func:`chunk_gradients`).
     """
@@ -824,9 +837,9 @@ def backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, c0, A, D, 
             layer_grads(D, rd, n_out, X, zero, c0, n_in, g, w_off[0], b_off[0], m)
         else:
             layer_grads(D, rd, n_out, A, r_off[l], zero, n_in, g, w_off[l], b_off[l], m)
-            finish = MASK if act == RELU else NO_FINISH
+            finish = MASK if act == RELU else TANH_DERIVATIVE if act == TANH else NO_FINISH
             dense_delta(theta, w_off[l], n_in, n_out, D, rd, r_off[l], A, finish, m)
-            if act != RELU and act != IDENTITY:
+            if act == LEAKY_RELU:
                 for i in range(n_in):
                     multiply_by_derivative(D[r_off[l] + i], A[r_off[l] + i], m, act, slope)
 
@@ -887,16 +900,16 @@ def chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, activ
                     scratch_A, scratch_D, partial_G, partial_loss):
     """Every (instance, chunk) task's gradient into ``partial_G``, loss into ``partial_loss``.
 
-    With relu or identity activations the backward pass writes each layer's deltas
-    over its activations (``D`` is ``A``): every activation is read for the last
-    time, by the layer's weight gradients and its delta's relu mask, before its
-    delta is written in its place. A chunk's work rows then take half the memory
+    Except with leaky relu, the backward pass writes each layer's deltas over its
+    activations (``D`` is ``A``): every activation is read for the last time, by
+    the layer's weight gradients and its delta's derivative (:func:`finish_delta`),
+    before its delta is written in its place. A chunk's work rows then take half the memory
     and, for the seed network (about 54 KB instead of 108), mostly stay in a 48 KB
     L1 cache: float64 seed step 86.2 us instead of 94.2 (1 net), 45.2 instead of
     50.6 per net-step (64 nets, 2 threads; Intel Xeon model 207, min of 300 and
     100 interleaved rounds). Same bits: only where the numbers are kept changes.
-    tanh and leaky relu need a layer's activations after its deltas
-    (:func:`multiply_by_derivative`), so they keep ``scratch_D``.
+    Leaky relu's derivative is applied after the deltas (:func:`multiply_by_derivative`),
+    reading the activations then, so it keeps ``scratch_D``.
     """
     E = thetas.shape[0]
     n = X.shape[1]
@@ -914,7 +927,7 @@ def chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, activ
         s1 = min(n, s0 + C)
         tid = numba.get_thread_id()
         A = scratch_A[tid]
-        D = A if act == RELU or act == IDENTITY else scratch_D[tid]
+        D = scratch_D[tid] if act == LEAKY_RELU else A
         partial_loss[e, c] = chunk_gradient(thetas[e], widths, w_off, b_off, r_off, act, slope, X, Y,
                                             s0, s1, A, D, partial_G[task], Xp[tid])
 

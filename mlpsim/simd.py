@@ -17,7 +17,7 @@ Kernels use these functions only (no operators on vectors):
   ``vbcast(a, k)``: ``V`` copies of ``a[k]`` of a 1-D array, without numba's
   negative-index test
 * ``vfma(a, b, c)``: ``a * b + c`` rounded once, lane by lane; ``sfma`` the same
-  for scalars (short tails); ``vadd``, ``vsub``: lane by lane
+  for scalars (short tails); ``vadd``, ``vsub``, ``vmul``: lane by lane
 * ``vrelu(v)``: 0 where ``v < 0``, else ``v`` (NaN stays NaN); ``vmask(v, a)``:
   0 where ``a <= 0``, else ``v`` (relu's derivative)
 * ``vsum(v)``: the lanes added by halves (see :func:`vsum`); ``vsums_store(g, j0,
@@ -186,6 +186,15 @@ def vsub(typingctx, a, b):
 
     def codegen(context, builder, sig, args):
         return builder.fsub(args[0], args[1])
+    return a(a, b), codegen
+
+
+@intrinsic
+def vmul(typingctx, a, b):
+    _check_vecs(a, b)
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
     return a(a, b), codegen
 
 
