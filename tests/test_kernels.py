@@ -207,8 +207,12 @@ def test_both_register_blockings_give_the_same_bits_and_the_reference_gradients(
     import sys
     cases = [(777, "float64")]
     results = {}
+    from mlpsim import simd
     for mode in ("wide", "narrow"):
-        env = dict(os.environ, MLPSIM_REGISTERS=mode, NUMBA_CACHE_DIR=str(tmp_path / f"cache-{mode}"))
+        if mode == ("wide" if simd.WIDE_REGISTERS else "narrow"):  # this machine's own: its warm cache
+            env = {k: v for k, v in os.environ.items() if k != "MLPSIM_REGISTERS"}
+        else:
+            env = dict(os.environ, MLPSIM_REGISTERS=mode, NUMBA_CACHE_DIR=str(tmp_path / f"cache-{mode}"))
         path = tmp_path / f"{mode}.npz"
         proc = subprocess.run([sys.executable, "-c", BLOCKINGS.format(archs=ARCHS, cases=cases), str(path)], env=env,
                               capture_output=True, text=True, check=False)
