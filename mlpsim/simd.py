@@ -171,31 +171,21 @@ def vfma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
-@intrinsic
-def vadd(typingctx, a, b):
-    _check_vecs(a, b)
+def _lane_by_lane(name: str, instruction: str):
+    """An intrinsic applying the IR ``instruction`` (``fadd``, ...) to two vectors."""
+    def typer(typingctx, a, b):
+        _check_vecs(a, b)
 
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
-    return a(a, b), codegen
-
-
-@intrinsic
-def vsub(typingctx, a, b):
-    _check_vecs(a, b)
-
-    def codegen(context, builder, sig, args):
-        return builder.fsub(args[0], args[1])
-    return a(a, b), codegen
+        def codegen(context, builder, sig, args):
+            return getattr(builder, instruction)(args[0], args[1])
+        return a(a, b), codegen
+    typer.__name__ = typer.__qualname__ = name
+    return intrinsic(typer)
 
 
-@intrinsic
-def vmul(typingctx, a, b):
-    _check_vecs(a, b)
-
-    def codegen(context, builder, sig, args):
-        return builder.fmul(args[0], args[1])
-    return a(a, b), codegen
+vadd = _lane_by_lane("vadd", "fadd")
+vsub = _lane_by_lane("vsub", "fsub")
+vmul = _lane_by_lane("vmul", "fmul")
 
 
 @intrinsic
