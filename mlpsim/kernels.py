@@ -319,9 +319,9 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
     ``finish`` = MASK, zeroed where ``A[rp + i] <= 0``, or with TANH_DERIVATIVE
     times ``1 - A[rp + i] ** 2`` (:func:`finish_delta`). Blocked as
     :func:`dense_forward` (four rows, two vectors of samples, or one vector where
-    registers are narrow). ``D`` may be ``A``
-    itself: each ``A[rp + i, s]`` is read for the mask before ``D[rp + i, s]`` is
-    written, and rows ``rd ..`` are not ``rp ..`` (see :func:`chunk_gradients`).
+    registers are narrow). ``D`` may be ``A`` itself: each ``A[rp + i, s]`` is read
+    for the derivative before ``D[rp + i, s]`` is written, and rows ``rd ..`` are
+    not ``rp ..`` (see :func:`chunk_gradients`).
     """
     V = vlanes(D)
     nz = vsplat(D, -0.0)
@@ -726,21 +726,14 @@ def activate(z, n, act, slope):
 
 
 @kernel
-def multiply_by_derivative(d, a, n, act, slope):
-    """``d[:n] *= f'(z)``, with f' written from the stored output ``a = f(z)``."""
-    if act == RELU:
-        for s in range(n):
-            if a[s] <= 0.0:
-                d[s] = 0.0
-    elif act == TANH:
-        one = d.dtype.type(1.0)
-        for s in range(n):
-            d[s] = d[s] * (one - a[s] * a[s])
-    elif act == LEAKY_RELU:
-        k = d.dtype.type(slope)
-        for s in range(n):
-            if a[s] <= 0.0:
-                d[s] = d[s] * k
+def multiply_by_leaky_derivative(d, a, n, slope):
+    """``d[:n] *= f'(z)`` for leaky relu, written from the stored output ``a = f(z)``:
+    ``d * slope`` (slope rounded to the dtype) where ``a <= 0``. relu's and tanh's
+    derivatives are applied inside :func:`dense_delta` instead (:func:`finish_delta`)."""
+    k = d.dtype.type(slope)
+    for s in range(n):
+        if a[s] <= 0.0:
+            d[s] = d[s] * k
 
 
 @kernel
@@ -841,7 +834,7 @@ def backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, c0, A, D, 
             dense_delta(theta, w_off[l], n_in, n_out, D, rd, r_off[l], A, finish, m)
             if act == LEAKY_RELU:
                 for i in range(n_in):
-                    multiply_by_derivative(D[r_off[l] + i], A[r_off[l] + i], m, act, slope)
+                    multiply_by_leaky_derivative(D[r_off[l] + i], A[r_off[l] + i], m, slope)
 
 
 @kernel
@@ -908,7 +901,7 @@ def chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, activ
     L1 cache: float64 seed step 86.2 us instead of 94.2 (1 net), 45.2 instead of
     50.6 per net-step (64 nets, 2 threads; Intel Xeon model 207, min of 300 and
     100 interleaved rounds). Same bits: only where the numbers are kept changes.
-    Leaky relu's derivative is applied after the deltas (:func:`multiply_by_derivative`),
+    Leaky relu's derivative is applied after the deltas (:func:`multiply_by_leaky_derivative`),
     reading the activations then, so it keeps ``scratch_D``.
     """
     E = thetas.shape[0]
