@@ -17,7 +17,7 @@ Notation (shapes in comments)
 ``A``      activations of layers 1..L for one chunk of samples, stacked by
            unit: row ``r_off[l] + u`` holds unit ``u`` of layer ``l``
 ``D``      the loss gradient w.r.t. the pre-activation, same rows as ``A``
-           (in training, except for leaky relu, the same array: the backward
+           (in training, the same array: the backward
            pass overwrites each layer's activations with its deltas)
 ``G``      gradient accumulator ``(P,)``
 =========  ===============================================================
@@ -100,8 +100,10 @@ from .simd import (
     vbcast,
     vfma,
     vlanes,
+    vleaky,
     vload,
     vmask,
+    vmask_scale,
     vmul,
     vrelu,
     vsplat,
@@ -154,9 +156,10 @@ GD, MOMENTUM, ADAM_WOLFRAM, ADAM_KINGMA = 0, 1, 2, 3
 H_LR, H_BETA1, H_BETA2, H_EPS, H_MOMENTUM, H_WEIGHT_DECAY = 0, 1, 2, 3, 4, 5
 
 #: ``finish`` codes of the dense kernels: nothing, relu of the result, the result
-#: zeroed where the stored activation ``a <= 0`` (relu's derivative), or the
-#: result times ``1 - a * a`` (tanh's derivative; see :func:`finish_delta`).
-NO_FINISH, CLAMP, MASK, TANH_DERIVATIVE = 0, 1, 2, 3
+#: zeroed where the stored activation ``a <= 0`` (relu's derivative), times
+#: ``1 - a * a`` (tanh's), or times the slope where ``a <= 0`` (leaky relu's; see
+#: :func:`finish_delta`).
+NO_FINISH, CLAMP, MASK, TANH_DERIVATIVE, LEAKY_DERIVATIVE = 0, 1, 2, 3, 4
 
 #: Every sum over the samples of a chunk keeps ``LANES`` partial sums: partial
 #: sum ``j`` adds the products of samples ``j, j + LANES, j + 2 * LANES, ...`` in
@@ -299,25 +302,29 @@ def dense_forward(theta, w0, b0, n_in, n_out, S, rs, c0, Z, rz, n, finish):
 
 
 @kernel
-def finish_delta(v, A, r, s, finish):
+def finish_delta(v, A, r, s, finish, k):
     """A backpropagated delta vector ``v`` times the activation's derivative, written from
     the stored activations ``a = A[r, s : s + V]``: 0 where ``a <= 0`` (``finish`` =
-    MASK, relu), or ``v * (1 - a * a)`` rounded after each operation (TANH_DERIVATIVE)."""
+    MASK, relu), ``v * (1 - a * a)`` rounded after each operation (TANH_DERIVATIVE),
+    or ``v * k`` where ``a <= 0`` (LEAKY_DERIVATIVE; ``k``, the slope in the dtype)."""
     a = vload(A, r, s)
     if finish == MASK:
         return vmask(v, a)
+    if finish == LEAKY_DERIVATIVE:
+        return vmask_scale(v, a, k)
     return vmul(v, vsub(vsplat(A, 1.0), vmul(a, a)))
 
 
 @kernel
-def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
+def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, slope, m):
     """Backpropagate deltas through one layer, for the first ``m`` samples of a chunk:
 
     ``D[rp + i, :] = W[0, i] * D[rd, :] + ... + W[n_out-1, i] * D[rd+n_out-1, :]``
     (``W[o, i] = theta[w0 + o * n_in + i]``; the sum starts at -0.0 and adds one
     term at a time by a fused multiply-add, in output order), then, with
-    ``finish`` = MASK, zeroed where ``A[rp + i] <= 0``, or with TANH_DERIVATIVE
-    times ``1 - A[rp + i] ** 2`` (:func:`finish_delta`). Blocked as
+    ``finish`` = MASK, zeroed where ``A[rp + i] <= 0``, with TANH_DERIVATIVE
+    times ``1 - A[rp + i] ** 2``, with LEAKY_DERIVATIVE times ``slope`` where
+    ``A[rp + i] <= 0`` (:func:`finish_delta`). Blocked as
     :func:`dense_forward` (four rows, two vectors of samples, or one vector where
     registers are narrow). ``D`` may be ``A`` itself: each ``A[rp + i, s]`` is read
     for the derivative before ``D[rp + i, s]`` is written, and rows ``rd ..`` are
@@ -325,6 +332,7 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
     """
     V = vlanes(D)
     nz = vsplat(D, -0.0)
+    k = vsplat(D, slope)  # rounded to the dtype once
     mv = m if WIDE else 0  # samples done in pairs of vectors, then single vectors up to m
     i = 0
     while i < n_in:
@@ -348,14 +356,14 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
                     a3 = vfma(u, x, a3)
                     b3 = vfma(u, y, b3)
                 if finish != NO_FINISH:
-                    a0 = finish_delta(a0, A, rp + i, s, finish)
-                    b0_ = finish_delta(b0_, A, rp + i, s + V, finish)
-                    a1 = finish_delta(a1, A, rp + i + 1, s, finish)
-                    b1 = finish_delta(b1, A, rp + i + 1, s + V, finish)
-                    a2 = finish_delta(a2, A, rp + i + 2, s, finish)
-                    b2 = finish_delta(b2, A, rp + i + 2, s + V, finish)
-                    a3 = finish_delta(a3, A, rp + i + 3, s, finish)
-                    b3 = finish_delta(b3, A, rp + i + 3, s + V, finish)
+                    a0 = finish_delta(a0, A, rp + i, s, finish, k)
+                    b0_ = finish_delta(b0_, A, rp + i, s + V, finish, k)
+                    a1 = finish_delta(a1, A, rp + i + 1, s, finish, k)
+                    b1 = finish_delta(b1, A, rp + i + 1, s + V, finish, k)
+                    a2 = finish_delta(a2, A, rp + i + 2, s, finish, k)
+                    b2 = finish_delta(b2, A, rp + i + 2, s + V, finish, k)
+                    a3 = finish_delta(a3, A, rp + i + 3, s, finish, k)
+                    b3 = finish_delta(b3, A, rp + i + 3, s + V, finish, k)
                 vstore(D, rp + i, s, a0)
                 vstore(D, rp + i, s + V, b0_)
                 vstore(D, rp + i + 1, s, a1)
@@ -374,10 +382,10 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
                     a2 = vfma(vbcast(theta, wa + 2), x, a2)
                     a3 = vfma(vbcast(theta, wa + 3), x, a3)
                 if finish != NO_FINISH:
-                    a0 = finish_delta(a0, A, rp + i, s, finish)
-                    a1 = finish_delta(a1, A, rp + i + 1, s, finish)
-                    a2 = finish_delta(a2, A, rp + i + 2, s, finish)
-                    a3 = finish_delta(a3, A, rp + i + 3, s, finish)
+                    a0 = finish_delta(a0, A, rp + i, s, finish, k)
+                    a1 = finish_delta(a1, A, rp + i + 1, s, finish, k)
+                    a2 = finish_delta(a2, A, rp + i + 2, s, finish, k)
+                    a3 = finish_delta(a3, A, rp + i + 3, s, finish, k)
                 vstore(D, rp + i, s, a0)
                 vstore(D, rp + i + 1, s, a1)
                 vstore(D, rp + i + 2, s, a2)
@@ -391,8 +399,8 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
                     a0 = vfma(u, vload(D, rd + o, s), a0)
                     b0_ = vfma(u, vload(D, rd + o, s + V), b0_)
                 if finish != NO_FINISH:
-                    a0 = finish_delta(a0, A, rp + i, s, finish)
-                    b0_ = finish_delta(b0_, A, rp + i, s + V, finish)
+                    a0 = finish_delta(a0, A, rp + i, s, finish, k)
+                    b0_ = finish_delta(b0_, A, rp + i, s + V, finish, k)
                 vstore(D, rp + i, s, a0)
                 vstore(D, rp + i, s + V, b0_)
             for s in range(mv, m, V):
@@ -400,7 +408,7 @@ def dense_delta(theta, w0, n_in, n_out, D, rd, rp, A, finish, m):
                 for o in range(n_out):
                     a0 = vfma(vbcast(theta, w0 + o * n_in + i), vload(D, rd + o, s), a0)
                 if finish != NO_FINISH:
-                    a0 = finish_delta(a0, A, rp + i, s, finish)
+                    a0 = finish_delta(a0, A, rp + i, s, finish, k)
                 vstore(D, rp + i, s, a0)
             i += 1
 
@@ -726,17 +734,6 @@ def activate(z, n, act, slope):
 
 
 @kernel
-def multiply_by_leaky_derivative(d, a, n, slope):
-    """``d[:n] *= f'(z)`` for leaky relu, written from the stored output ``a = f(z)``:
-    ``d * slope`` (slope rounded to the dtype) where ``a <= 0``. relu's and tanh's
-    derivatives are applied inside :func:`dense_delta` instead (:func:`finish_delta`)."""
-    k = d.dtype.type(slope)
-    for s in range(n):
-        if a[s] <= 0.0:
-            d[s] = d[s] * k
-
-
-@kernel
 def forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, s1, A):
     """Forward pass of samples ``s0:s1``; writes every layer's output into ``A``
     (see :func:`dense_forward` for the order of each sum)."""
@@ -763,14 +760,12 @@ def forward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, s0, s1, A):
             else:
                 dense_forward(theta, w_off[l], b_off[l], widths[l], widths[l + 1], A, r_off[l], zero,
                               A, r_off[l + 1], n, finish)
-        if l < L - 1 and act == TANH:  # whole vectors: the rows are chunk_len + ROW_PAD long
-            V = vlanes(A)
+        if l < L - 1 and (act == TANH or act == LEAKY_RELU):  # whole vectors: the rows
+            V = vlanes(A)  # are chunk_len + ROW_PAD long
             for r in range(r_off[l + 1], r_off[l + 1] + widths[l + 1]):
                 for s in range(0, n, V):
-                    vstore(A, r, s, vtanh(vload(A, r, s)))
-        elif l < L - 1 and act == LEAKY_RELU:
-            for u in range(widths[l + 1]):
-                activate(A[r_off[l + 1] + u], n, act, slope)
+                    x = vload(A, r, s)
+                    vstore(A, r, s, vtanh(x) if act == TANH else vleaky(x, slope))
 
 
 @kernel
@@ -816,7 +811,7 @@ def backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, c0, A, D, 
     ``m`` is ``chunk_len``, or for a short chunk its sample count rounded up to
     whole pairs of vectors (:func:`chunk_gradient` pads those samples with zeros).
     Every entry of ``g`` is assigned exactly once, so ``g`` need not be zeroed.
-    Layer 1's inputs are ``X[:, c0:c0 + m]``. Except with leaky relu, ``D``
+    Layer 1's inputs are ``X[:, c0:c0 + m]``. ``D``
     may be ``A`` itself: a layer's gradients read its inputs before its deltas
     overwrite them (see :func:`chunk_gradients`).
     """
@@ -830,11 +825,9 @@ def backward_chunk(theta, widths, w_off, b_off, r_off, act, slope, X, c0, A, D, 
             layer_grads(D, rd, n_out, X, zero, c0, n_in, g, w_off[0], b_off[0], m)
         else:
             layer_grads(D, rd, n_out, A, r_off[l], zero, n_in, g, w_off[l], b_off[l], m)
-            finish = MASK if act == RELU else TANH_DERIVATIVE if act == TANH else NO_FINISH
-            dense_delta(theta, w_off[l], n_in, n_out, D, rd, r_off[l], A, finish, m)
-            if act == LEAKY_RELU:
-                for i in range(n_in):
-                    multiply_by_leaky_derivative(D[r_off[l] + i], A[r_off[l] + i], m, slope)
+            finish = (MASK if act == RELU else TANH_DERIVATIVE if act == TANH else
+                      LEAKY_DERIVATIVE if act == LEAKY_RELU else NO_FINISH)
+            dense_delta(theta, w_off[l], n_in, n_out, D, rd, r_off[l], A, finish, slope, m)
 
 
 @kernel
@@ -890,26 +883,24 @@ def chunk_gradient(theta, widths, w_off, b_off, r_off, act, slope, X, Y, s0, s1,
 
 @parallel_kernel
 def chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, active,
-                    scratch_A, scratch_D, partial_G, partial_loss):
+                    scratch, partial_G, partial_loss):
     """Every (instance, chunk) task's gradient into ``partial_G``, loss into ``partial_loss``.
 
-    Except with leaky relu, the backward pass writes each layer's deltas over its
-    activations (``D`` is ``A``): every activation is read for the last time, by
+    The backward pass writes each layer's deltas over its activations (``D`` is
+    ``A``, both ``scratch``): every activation is read for the last time, by
     the layer's weight gradients and its delta's derivative (:func:`finish_delta`),
     before its delta is written in its place. A chunk's work rows then take half the memory
     and, for the seed network (about 54 KB instead of 108), mostly stay in a 48 KB
     L1 cache: float64 seed step 86.2 us instead of 94.2 (1 net), 45.2 instead of
     50.6 per net-step (64 nets, 2 threads; Intel Xeon model 207, min of 300 and
     100 interleaved rounds). Same bits: only where the numbers are kept changes.
-    Leaky relu's derivative is applied after the deltas (:func:`multiply_by_leaky_derivative`),
-    reading the activations then, so it keeps ``scratch_D``.
     """
     E = thetas.shape[0]
     n = X.shape[1]
     C = chunk_len(X)
     n_chunks = (n + C - 1) // C
     # Per-thread work space, allocated once per call rather than once per task.
-    n_threads = scratch_A.shape[0]
+    n_threads = scratch.shape[0]
     Xp = np.empty((n_threads, X.shape[0], C + ROW_PAD), dtype=X.dtype)
     for task in numba.prange(E * n_chunks):
         e = task // n_chunks
@@ -919,10 +910,9 @@ def chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, activ
         s0 = c * C
         s1 = min(n, s0 + C)
         tid = numba.get_thread_id()
-        A = scratch_A[tid]
-        D = scratch_D[tid] if act == LEAKY_RELU else A
+        A = scratch[tid]
         partial_loss[e, c] = chunk_gradient(thetas[e], widths, w_off, b_off, r_off, act, slope, X, Y,
-                                            s0, s1, A, D, partial_G[task], Xp[tid])
+                                            s0, s1, A, A, partial_G[task], Xp[tid])
 
 
 @kernel
@@ -1058,7 +1048,7 @@ def reduce_and_update(thetas, G, state1, state2, free, active, t, optimizer, hyp
 @kernel
 def train_steps(thetas, state1, state2, free, active, t0, n_steps, optimizer, hyper,
                 widths, w_off, b_off, r_off, act, slope, X, Y,
-                scratch_A, scratch_D, partial_G, partial_loss, G, loss, loss_out):
+                scratch, partial_G, partial_loss, G, loss, loss_out):
     """Run ``n_steps`` full-batch updates on every active instance, in place.
 
     Parameters
@@ -1068,7 +1058,7 @@ def train_steps(thetas, state1, state2, free, active, t0, n_steps, optimizer, hy
     active : (E,) uint8; instances with 0 are skipped (their outputs untouched)
     t0 : the number of updates done before
     X : (d_in, n); Y : (d_out, n), of the parameters' dtype
-    scratch_A, scratch_D : (n_threads, R, chunk_len + ROW_PAD) per-thread work space
+    scratch : (n_threads, R, chunk_len + ROW_PAD) per-thread work space
     partial_G : (E * chunks, P), the parameters' dtype; partial_loss : (E, chunks) float64
     G : (E, P) the gradient of the last step; loss : (E,) float64 its loss
     loss_out : (E, n_steps) float64, the loss of the parameters *before* each update
@@ -1084,12 +1074,12 @@ def train_steps(thetas, state1, state2, free, active, t0, n_steps, optimizer, hy
     scale = 1.0 / (n * Y.shape[0])
     for k in range(n_steps):
         chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, active,
-                        scratch_A, scratch_D, partial_G, partial_loss)
+                        scratch, partial_G, partial_loss)
         reduce_and_update(thetas, G, state1, state2, free, active, t0 + k + 1, optimizer, hyper,
                           partial_G, partial_loss, n_chunks, scale, loss)
         for e in range(thetas.shape[0]):
             loss_out[e, k] = loss[e]
     if n_steps == 0:
         chunk_gradients(thetas, widths, w_off, b_off, r_off, act, slope, X, Y, active,
-                        scratch_A, scratch_D, partial_G, partial_loss)
+                        scratch, partial_G, partial_loss)
         reduce_all(partial_G, partial_loss, active, n_chunks, scale, G, loss)

@@ -268,9 +268,9 @@ class MLP:
                                   kernels.chunk_samples(dtype) + kernels.ROW_PAD), dtype)
 
     def work_buffers(self, n_instances: int, n_samples: int, dtype):
-        """(scratch_A, scratch_D, partial_G, partial_loss) for ``kernels.train_steps``."""
+        """(scratch, partial_G, partial_loss) for ``kernels.train_steps``."""
         n_chunks = -(-n_samples // kernels.chunk_samples(dtype))
-        return (self.scratch(dtype), self.scratch(dtype),
+        return (self.scratch(dtype),
                 np.zeros((n_instances * n_chunks, self.n_params), dtype=dtype),
                 np.zeros((n_instances, n_chunks)))
 

@@ -19,7 +19,8 @@ Kernels use these functions only (no operators on vectors):
 * ``vfma(a, b, c)``: ``a * b + c`` rounded once, lane by lane; ``sfma`` the same
   for scalars (short tails); ``vadd``, ``vsub``, ``vmul``: lane by lane
 * ``vrelu(v)``: 0 where ``v < 0``, else ``v`` (NaN stays NaN); ``vmask(v, a)``:
-  0 where ``a <= 0``, else ``v`` (relu's derivative)
+  0 where ``a <= 0``, else ``v`` (relu's derivative); ``vmask_scale(v, a, k)``:
+  ``v * k`` there instead (leaky relu's); ``vleaky(v, slope)``: leaky relu
 * ``vsum(v)``: the lanes added by halves (see :func:`vsum`); ``vsums_store(g, j0,
   j1, (v0, ..., v7))``: the same sums of 2, 4 or 8 vectors at once, stored in two
   runs of ``g``; ``vlanes(a)``: ``V`` for the dtype of the array ``a``
@@ -208,6 +209,42 @@ def vmask(typingctx, v, a):
         off = builder.fcmp_ordered("<=", args[1], zero)
         return builder.select(off, zero, args[0])
     return v(v, a), codegen
+
+
+@intrinsic
+def vmask_scale(typingctx, v, a, k):
+    """``v * k`` where ``a <= 0``, else ``v`` (leaky relu's derivative, ``k`` its slope)."""
+    _check_vecs(v, a, k)
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(args[0].type, None)
+        off = builder.fcmp_ordered("<=", args[1], zero)
+        return builder.select(off, builder.fmul(args[0], args[2]), args[0])
+    return v(v, a, k), codegen
+
+
+@intrinsic
+def vleaky(typingctx, v, slope):
+    """Leaky relu: ``slope * v`` where ``v < 0``, else ``v``; ``slope`` a float64. The
+    product is taken in float64 and then rounded to ``v``'s dtype, as numba's scalar
+    ``z[s] = slope * z[s]`` does on a float32 array."""
+    _check_vecs(v)
+    if slope != types.float64:
+        raise TypeError(f"simd.vleaky: the slope must be a float64, got {slope}")
+
+    def codegen(context, builder, sig, args):
+        x, lanes = args[0], sig.args[0].lanes
+        wide = ir.VectorType(ir.DoubleType(), lanes)
+        k = builder.insert_element(ir.Constant(wide, ir.Undefined), args[1], ir.Constant(ir.IntType(32), 0))
+        k = builder.shuffle_vector(k, ir.Constant(wide, ir.Undefined),
+                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+        if sig.args[0].dtype == types.float64:
+            product = builder.fmul(x, k)
+        else:
+            product = builder.fptrunc(builder.fmul(builder.fpext(x, wide), k), x.type)
+        negative = builder.fcmp_ordered("<", x, ir.Constant(x.type, None))
+        return builder.select(negative, product, x)
+    return v(v, slope), codegen
 
 
 @intrinsic

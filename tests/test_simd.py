@@ -13,8 +13,10 @@ from mlpsim.simd import (
     vbcast,
     vfma,
     vlanes,
+    vleaky,
     vload,
     vmask,
+    vmask_scale,
     vrelu,
     vsplat,
     vstore,
@@ -188,6 +190,34 @@ def test_tanh_is_within_2_5_ulp_with_the_same_bits_in_a_vector(dtype):
     np.testing.assert_array_equal(np.signbit(got[0, :2]), [False, True])  # tanh(+-0) = +-0
     assert np.isnan(got[0, 4]) and (got[0, 2:4] == [1, -1]).all() and (got[0, 9:12] == [1, 1, -1]).all()
     np.testing.assert_allclose(got[0, 5:], want[0, 5:], rtol=4 * np.finfo(dtype).eps)
+
+
+@numba.njit(cache=True)
+def _leaky_both(x, slope, out_vector, out_scalar, a, k, out_scaled):
+    V = vlanes(x)
+    for s in range(0, x.shape[1], V):
+        vstore(out_vector, 0, s, vleaky(vload(x, 0, s), slope))
+        vstore(out_scaled, 0, s, vmask_scale(vload(x, 0, s), vload(a, 0, s), vsplat(x, k)))
+    for s in range(x.shape[1]):  # the scalar form the kernels' leaky relu had
+        out_scalar[0, s] = x[0, s]
+        if x[0, s] < 0.0:
+            out_scalar[0, s] = slope * x[0, s]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_leaky_relu_vectors_round_as_the_scalar_form(dtype):
+    # float32: the scalar form multiplies in float64 and rounds once to float32
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((1, 4096)) * 10.0 ** rng.integers(-30, 30, (1, 4096))).astype(dtype)
+    x[0, :4] = [0.0, -0.0, np.nan, -np.inf]
+    a = rng.standard_normal((1, 4096)).astype(dtype)
+    a[0, :2] = [0.0, -0.0]
+    vec, sca, scaled = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    _leaky_both(x, 0.0123, vec, sca, a, 0.0123, scaled)
+    np.testing.assert_array_equal(vec.view(np.uint8), sca.view(np.uint8))
+    k = dtype(0.0123)
+    want = np.where(a <= 0, x * k, x)
+    np.testing.assert_array_equal(scaled.view(np.uint8), want.view(np.uint8))
 
 
 def test_loads_and_stores_at_any_offset():
