@@ -128,10 +128,23 @@ def vstore(typingctx, a, r, c, v):
 
 def _splat(context, builder, vt, x):
     """The LLVM vector of type ``vt`` with ``x`` in every lane."""
-    vecty = context.get_value_type(vt)
+    return _splat_ir(builder, context.get_value_type(vt), x)
+
+
+def _splat_ir(builder, vecty, x):
+    """The LLVM vector of LLVM type ``vecty`` with ``x`` in every lane."""
     v = builder.insert_element(ir.Constant(vecty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-    mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vecty.count), [0] * vecty.count)
     return builder.shuffle_vector(v, ir.Constant(vecty, ir.Undefined), mask)
+
+
+def _fma_function(builder, ty):
+    """``llvm.fma`` for the LLVM type ``ty``: a double, a float, or a vector of them."""
+    if isinstance(ty, ir.VectorType):
+        name = f"llvm.fma.v{ty.count}{'f64' if isinstance(ty.element, ir.DoubleType) else 'f32'}"
+    else:
+        name = f"llvm.fma.{'f64' if isinstance(ty, ir.DoubleType) else 'f32'}"
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3), name)
 
 
 @intrinsic
@@ -164,11 +177,7 @@ def vfma(typingctx, a, b, c):
     _check_vecs(a, b, c)
 
     def codegen(context, builder, sig, args):
-        vecty = context.get_value_type(sig.return_type)
-        scalar = "f64" if sig.return_type.dtype == types.float64 else "f32"
-        name = f"llvm.fma.v{sig.return_type.lanes}{scalar}"
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty] * 3), name)
-        return builder.call(fn, args)
+        return builder.call(_fma_function(builder, context.get_value_type(sig.return_type)), args)
     return a(a, b, c), codegen
 
 
@@ -233,11 +242,9 @@ def vleaky(typingctx, v, slope):
         raise TypeError(f"simd.vleaky: the slope must be a float64, got {slope}")
 
     def codegen(context, builder, sig, args):
-        x, lanes = args[0], sig.args[0].lanes
-        wide = ir.VectorType(ir.DoubleType(), lanes)
-        k = builder.insert_element(ir.Constant(wide, ir.Undefined), args[1], ir.Constant(ir.IntType(32), 0))
-        k = builder.shuffle_vector(k, ir.Constant(wide, ir.Undefined),
-                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+        x = args[0]
+        wide = ir.VectorType(ir.DoubleType(), sig.args[0].lanes)
+        k = _splat_ir(builder, wide, args[1])
         if sig.args[0].dtype == types.float64:
             product = builder.fmul(x, k)
         else:
@@ -341,10 +348,7 @@ def sfma(typingctx, a, b, c):
         raise TypeError(f"simd.sfma: need three float64 or three float32, got {a}, {b}, {c}")
 
     def codegen(context, builder, sig, args):
-        fty = context.get_value_type(sig.return_type)
-        name = "llvm.fma.f64" if sig.return_type == types.float64 else "llvm.fma.f32"
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty] * 3), name)
-        return builder.call(fn, args)
+        return builder.call(_fma_function(builder, context.get_value_type(sig.return_type)), args)
     return a(a, b, c), codegen
 
 
@@ -381,9 +385,7 @@ def _tanh_ir(builder, x, bits, lanes):
     def ki(value):
         return ir.Constant(vi, value) if lanes is None else ir.Constant(vi, [value] * lanes)
 
-    name = f"llvm.fma.{'f64' if bits == 64 else 'f32'}" if lanes is None else \
-        f"llvm.fma.v{lanes}{'f64' if bits == 64 else 'f32'}"
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf] * 3), name)
+    fma = _fma_function(builder, vf)
     zero = k(0.0)
     negative = builder.fcmp_ordered("<", x, zero)
     a = builder.select(negative, builder.fsub(zero, x), x)  # |x| (NaN and -0.0 are fixed at the end)
