@@ -52,7 +52,8 @@ def cpu_name() -> str:
 
 def compile_target() -> str:
     """The CPU numba compiles the kernels for (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``
-    may name another than this one) and the register blocking that follows from it."""
+    may name another than this one), the register blocking that follows from it,
+    and whether its multiply-adds run in software (no FMA)."""
     from numba.core import config
 
     from . import simd
@@ -61,9 +62,15 @@ def compile_target() -> str:
     else:
         import llvmlite.binding as ll
         name = ll.get_host_cpu_name()
-    features = ", features from NUMBA_CPU_FEATURES" if config.CPU_FEATURES is not None else ""
+    if os.environ.get("NUMBA_CPU_FEATURES") is not None:
+        features = ", features from NUMBA_CPU_FEATURES"
+    elif config.CPU_FEATURES is not None:  # numba's default for NUMBA_CPU_NAME=generic: none
+        features = ", no optional features (baseline instruction set)"
+    else:
+        features = ""
     blocking = "wide" if simd.WIDE_REGISTERS else "narrow"
-    return f"{name}{features}; {blocking} register blocking (mlpsim.simd.WIDE_REGISTERS)"
+    fma = "" if simd.HARDWARE_FMA else "; multiply-adds in software, no FMA (mlpsim.simd.HARDWARE_FMA)"
+    return f"{name}{features}; {blocking} register blocking (mlpsim.simd.WIDE_REGISTERS){fma}"
 
 
 def flops_per_step(widths, n: int) -> float:
@@ -166,6 +173,10 @@ def run(seconds: float = 2.0, rounds: int = 3, log=print, cores=None, say=_to_st
         cores = min(2, numba.config.NUMBA_NUM_THREADS)
     log(f"CPU: {cpu_name()}")
     log(f"kernels compiled for: {compile_target()}")
+    from .simd import fma_warning
+    warning = fma_warning()
+    if warning:
+        log(warning)
     threads = sorted({1, cores})
     cases = [(instances, t, dtype) for instances, t in ((1, 1), (64, cores)) for dtype in ("float64", "float32")]
     notice = compile_notice()

@@ -506,10 +506,21 @@ def _check_same_config(out: Path, old: Config, cfg: Config):
         raise RunError(f"cannot resume {str(out)!r} with a different configuration: " + "; ".join(diffs))
 
 
+_fma_warned = False
+
+
 def _announce_compile(progress, dtype):
-    """Say so before a cold start compiles, instead of pausing in silence."""
+    """Say so before a cold start compiles, instead of pausing in silence; and, once
+    per process and even when quiet, when the kernels will run without FMA
+    instructions (:func:`mlpsim.simd.fma_warning`): a step takes about 50 times as long."""
+    global _fma_warned
     from ._jit import compile_notice
     from .progress import resolve_mode
+    from .simd import fma_warning
+    warning = None if _fma_warned else fma_warning()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+        _fma_warned = True
     notice = compile_notice(kernels.train_steps, dtypes=(dtype,))
     if notice and resolve_mode(progress) != "quiet":
         print(notice, file=sys.stderr, flush=True)

@@ -97,9 +97,38 @@ def test_the_compile_target_names_the_blocking(monkeypatch):
     from mlpsim import simd
     monkeypatch.setattr(config, "CPU_NAME", "generic")
     monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+fma")
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", "+avx2,+fma")
     monkeypatch.setattr(simd, "WIDE_REGISTERS", False)
+    monkeypatch.setattr(simd, "HARDWARE_FMA", True)
     assert bench.compile_target() == ("generic, features from NUMBA_CPU_FEATURES; narrow register blocking "
                                       "(mlpsim.simd.WIDE_REGISTERS)")
     monkeypatch.setattr(config, "CPU_FEATURES", None)
+    monkeypatch.delenv("NUMBA_CPU_FEATURES")
     monkeypatch.setattr(simd, "WIDE_REGISTERS", True)
     assert bench.compile_target() == "generic; wide register blocking (mlpsim.simd.WIDE_REGISTERS)"
+    # NUMBA_CPU_NAME=generic alone: numba compiles for the baseline, without FMA
+    monkeypatch.setattr(config, "CPU_FEATURES", "")
+    monkeypatch.setattr(simd, "WIDE_REGISTERS", False)
+    monkeypatch.setattr(simd, "HARDWARE_FMA", False)
+    assert bench.compile_target() == ("generic, no optional features (baseline instruction set); narrow register "
+                                      "blocking (mlpsim.simd.WIDE_REGISTERS); multiply-adds in software, no FMA "
+                                      "(mlpsim.simd.HARDWARE_FMA)")
+
+
+def _run_faked(monkeypatch, warning):
+    """The lines ``bench.run`` prints with fake peaks and steps, and ``warning`` as the FMA warning."""
+    from mlpsim import simd
+    monkeypatch.setattr(bench, "gemm_peak", lambda threads, repeats=5: {
+        "gflops": 50.0 * threads, "slowest_gflops": 45.0 * threads, "noisy": False, "threads": threads})
+    monkeypatch.setattr(bench, "SeedStep", FakeStep)
+    monkeypatch.setattr(bench, "compile_notice", lambda: None)
+    monkeypatch.setattr(simd, "fma_warning", lambda: warning)
+    lines = []
+    bench.run(seconds=0.3, rounds=3, log=lines.append, cores=2, say=lambda message: None)
+    return lines
+
+
+def test_bench_says_when_the_kernels_multiply_add_in_software(monkeypatch):
+    lines = _run_faked(monkeypatch, warning="mlpsim: this CPU has no FMA instructions: ...")
+    assert lines[2] == "mlpsim: this CPU has no FMA instructions: ..."  # beside the compile target
+    assert not any("FMA instructions" in line for line in _run_faked(monkeypatch, warning=None))

@@ -52,8 +52,8 @@ AVX2_ONLY = {"NUMBA_CPU_NAME": "generic",
              "NUMBA_CPU_FEATURES": "+64bit,+avx,+avx2,+cmov,+cx16,+f16c,+fma,+fxsr,+mmx,+popcnt,+sse,+sse2,"
                                    "+sse3,+sse4.1,+sse4.2,+ssse3,+xsave"}
 
-#: An x86-64 CPU without FMA or AVX (SSE4.2, about 2008): a fused multiply-add
-#: becomes a call to the C library's ``fma``, correctly rounded, so the same bits.
+#: An x86-64 CPU without FMA or AVX (SSE4.2, about 2008): every fused multiply-add
+#: is emulated exactly (``mlpsim.simd._emulated_fma``), so the same bits.
 SSE_ONLY = {"NUMBA_CPU_NAME": "generic",
             "NUMBA_CPU_FEATURES": "+64bit,+cmov,+cx16,+fxsr,+mmx,+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3"}
 
@@ -66,16 +66,21 @@ mlpsim.train(mlpsim.preset("seed"), out, overrides=["train.steps=200", f"train.d
                                                    f"model.activation='{activation}'"],
              progress=False, threads=threads)
 print(json.dumps({f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("params.npy", "loss_steps.npy")}))
+print(json.dumps(mlpsim.simd.HARDWARE_FMA))
 """
 
 
-def _hashes(tmp_path, dtype, threads, env=None, activation="relu"):
+def _hashes(tmp_path, dtype, threads, env=None, activation="relu", hardware_fma=None):
+    """The sha256 of a 200-step seed run's files, trained in another process (with
+    ``hardware_fma``: also checks whether its kernels had FMA instructions)."""
     out = tmp_path / f"{activation}-{dtype}-{threads}"
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out), dtype, str(threads), activation],
                           capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600,
                           check=False)
     assert proc.returncode == 0, proc.stderr
-    return __import__("json").loads(proc.stdout)
+    hashes, fma = (__import__("json").loads(line) for line in proc.stdout.splitlines())
+    assert hardware_fma is None or fma == hardware_fma
+    return hashes
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -104,4 +109,5 @@ def test_golden_bytes_on_older_cpus(tmp_path, dtype, cpu, activation):
     # compiles from scratch for the other CPU (about 30 s), in a cache of its own
     env = {**{"avx2": AVX2_ONLY, "sse": SSE_ONLY}[cpu], "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
     key = dtype if activation == "relu" else f"tanh {dtype}"
-    assert _hashes(tmp_path, dtype, 2, env, activation) == GOLDEN[kernels.ENGINE_VERSION][key]
+    got = _hashes(tmp_path, dtype, 2, env, activation, hardware_fma=cpu == "avx2")
+    assert got == GOLDEN[kernels.ENGINE_VERSION][key]

@@ -182,7 +182,7 @@ import numpy as np
 import mlpsim
 from mlpsim import simd
 archs = {archs!r}
-out = {{"wide": np.array([simd.WIDE_REGISTERS])}}
+out = {{"wide": np.array([simd.WIDE_REGISTERS]), "fma": np.array([simd.HARDWARE_FMA])}}
 for k, (widths, activation) in enumerate(archs):
     for n, dtype in {cases!r}:
         rng = np.random.default_rng(k)
@@ -198,11 +198,14 @@ np.savez(sys.argv[1], **out)
 '''
 
 
-def test_both_register_blockings_give_the_same_bits_and_the_reference_gradients(tmp_path):
+def test_both_register_blockings_and_software_fma_give_the_same_bits_and_the_reference_gradients(tmp_path):
     # The kernels block their loops by the target's register file (simd.WIDE_REGISTERS):
     # a machine runs one blocking, so both are forced here, each with its own cache.
+    # The other blocking also emulates its multiply-adds (MLPSIM_FMA=software, as
+    # on a CPU without FMA: simd.HARDWARE_FMA), so one more compilation checks both.
     # float64 only: float32's compilation would double the test's 40 s, and the slow
-    # golden tests run float32 on AVX2 and SSE, which take the narrow blocking.
+    # golden tests run float32 on AVX2 and SSE, which take the narrow blocking (and,
+    # SSE, the emulation).
     import subprocess
     import sys
     cases = [(777, "float64")]
@@ -210,17 +213,20 @@ def test_both_register_blockings_give_the_same_bits_and_the_reference_gradients(
     from mlpsim import simd
     for mode in ("wide", "narrow"):
         if mode == ("wide" if simd.WIDE_REGISTERS else "narrow"):  # this machine's own: its warm cache
-            env = {k: v for k, v in os.environ.items() if k != "MLPSIM_REGISTERS"}
+            env = {k: v for k, v in os.environ.items() if k not in ("MLPSIM_REGISTERS", "MLPSIM_FMA")}
         else:
-            env = dict(os.environ, MLPSIM_REGISTERS=mode, NUMBA_CACHE_DIR=str(tmp_path / f"cache-{mode}"))
+            env = dict(os.environ, MLPSIM_REGISTERS=mode, MLPSIM_FMA="software",
+                       NUMBA_CACHE_DIR=str(tmp_path / f"cache-{mode}"))
         path = tmp_path / f"{mode}.npz"
         proc = subprocess.run([sys.executable, "-c", BLOCKINGS.format(archs=ARCHS, cases=cases), str(path)], env=env,
                               capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stderr
         results[mode] = dict(np.load(path))
     assert results["wide"]["wide"][0] and not results["narrow"]["wide"][0]
+    own = "wide" if simd.WIDE_REGISTERS else "narrow"
+    assert not results["narrow" if own == "wide" else "wide"]["fma"][0]
     for key, value in results["wide"].items():
-        if key != "wide":
+        if key not in ("wide", "fma"):
             np.testing.assert_array_equal(results["narrow"][key].view(np.uint8), value.view(np.uint8), err_msg=key)
     for k, (widths, activation) in enumerate(ARCHS):  # and both agree with the NumPy reference
         rng = np.random.default_rng(k)

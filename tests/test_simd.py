@@ -8,10 +8,12 @@ import pytest
 from mlpsim import simd
 from mlpsim.simd import (
     sfma,
+    sfma_emulated,
     stanh,
     vadd,
     vbcast,
     vfma,
+    vfma_emulated,
     vlanes,
     vleaky,
     vload,
@@ -249,3 +251,105 @@ def test_wrong_arrays_are_refused_when_compiling():
     with pytest.raises((TypeError, numba.core.errors.TypingError), match="float32/float64"):
         load_1d(np.zeros((1, 8), dtype=np.int64))
     assert math.isfinite(load_1d(np.zeros((1, 8))))
+
+
+# ------------------------------------------------------------ fma without FMA instructions
+@numba.njit(cache=True)
+def _fma_three_ways(a, b, c, hardware, scalar, vector):
+    """llvm.fma (``hardware``), and the emulation for scalars and for vectors (rows of ``V``)."""
+    for i in range(a.size):
+        hardware.flat[i] = sfma(a.flat[i], b.flat[i], c.flat[i])
+        scalar.flat[i] = sfma_emulated(a.flat[i], b.flat[i], c.flat[i])
+    for r in range(a.shape[0]):
+        vstore(vector, r, 0, vfma_emulated(vload(a, r, 0), vload(b, r, 0), vload(c, r, 0)))
+
+
+def _fma_cases(dtype, rows, rng):
+    """Products of every scale, with the c that cancels them (wholly or nearly), ties,
+    signed zeros, and the extremes that take the exact fallback (overflow, underflow,
+    subnormals, inf, NaN)."""
+    V = _lanes(dtype)
+    n = rows * V
+    a = rng.standard_normal(n) * 2.0 ** rng.integers(-40, 40, n)
+    b = rng.standard_normal(n) * 2.0 ** rng.integers(-40, 40, n)
+    a, b = a.astype(dtype), b.astype(dtype)
+    p = a.astype(np.float64) * b
+    kind = rng.integers(0, 4, n)
+    c = np.select([kind == 0, kind == 1, kind == 2],
+                  [-p, rng.standard_normal(n) * 2.0 ** rng.integers(-90, 90, n),
+                   -p * (1 + rng.standard_normal(n) * 2.0 ** -rng.integers(1, 60, n))], 0.0).astype(dtype)
+    ties = rng.random(n) < 0.1  # small integers: exact midpoints between floats are common
+    k = int(ties.sum())
+    a[ties] = rng.integers(-2 ** 12, 2 ** 12, k)
+    b[ties] = rng.integers(-2 ** 14, 2 ** 14, k)
+    c[ties] = rng.integers(-2 ** 30, 2 ** 30, k) * 2.0 ** rng.integers(-10, 40, k)
+    info = np.finfo(dtype)
+    special = np.array([0.0, -0.0, 1.0, -3.0, np.inf, -np.inf, np.nan, info.max, info.tiny, info.smallest_subnormal,
+                        2.0 ** -500 if dtype == np.float64 else 2.0 ** -70, 2.0 ** 600 if dtype == np.float64 else 2.0 ** 70,
+                        2.0 ** 960 if dtype == np.float64 else 2.0 ** 100, 1.0 + info.eps], dtype)
+    m = len(special)
+    a[:m ** 3] = np.repeat(special, m * m)
+    b[:m ** 3] = np.tile(np.repeat(special, m), m)
+    c[:m ** 3] = np.tile(special, m * m)
+    return a.reshape(rows, V), b.reshape(rows, V), c.reshape(rows, V)
+
+
+def _exact_fma(a, b, c, dtype):
+    """``a * b + c`` in exact rational arithmetic, rounded to nearest (ties to even)."""
+    from fractions import Fraction
+    exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+    if exact == 0:  # -0 only for (-0) + (-0); an exact cancellation gives +0
+        negative = (a == 0 or b == 0) and c == 0 and np.signbit(a) != np.signbit(b) and np.signbit(c)
+        return dtype(-0.0 if negative else 0.0)
+    guess = dtype(float(exact))  # float64: correctly rounded; float32: maybe one unit off
+    best = guess
+    for cand in (np.nextafter(guess, dtype(-np.inf)), np.nextafter(guess, dtype(np.inf))):
+        if not np.isfinite(cand):
+            continue
+        d_cand, d_best = abs(Fraction(float(cand)) - exact), abs(Fraction(float(best)) - exact)
+        if d_cand < d_best or (d_cand == d_best and int(cand.view(np.uint64 if dtype == np.float64 else np.uint32)) % 2 == 0):
+            best = cand
+    return best
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_emulated_fma_has_the_bits_of_a_fused_multiply_add(dtype):
+    # Where the target has no FMA instructions (simd.HARDWARE_FMA false) every vfma
+    # and sfma is emulated; the promise of the same bits on every CPU rests on it.
+    with np.errstate(all="ignore"):
+        a, b, c = _fma_cases(dtype, 20_000 if dtype == np.float64 else 10_000, np.random.default_rng(7))
+        hardware, scalar, vector = (np.empty_like(a) for _ in range(3))
+        _fma_three_ways(a, b, c, hardware, scalar, vector)
+    bits = np.uint64 if dtype == np.float64 else np.uint32
+    nan = np.isnan(hardware)
+    np.testing.assert_array_equal(np.isnan(scalar), nan)
+    np.testing.assert_array_equal(np.isnan(vector), nan)
+    np.testing.assert_array_equal(scalar[~nan].view(bits), hardware[~nan].view(bits))
+    np.testing.assert_array_equal(vector[~nan].view(bits), hardware[~nan].view(bits))
+    # llvm.fma is itself emulated on a machine without FMA: check against exact
+    # rational arithmetic too, on the finite cases (the first are the extremes).
+    rng = np.random.default_rng(8)
+    idx = np.concatenate([np.arange(3000), rng.integers(3000, a.size, 3000)])
+    for i in idx:
+        x, y, z = a.flat[i], b.flat[i], c.flat[i]
+        if not (np.isfinite(x) and np.isfinite(y) and np.isfinite(z)) or not np.isfinite(scalar.flat[i]):
+            continue
+        with np.errstate(over="ignore"):
+            want = _exact_fma(x, y, z, dtype)
+        assert scalar.flat[i].view(bits) == want.view(bits), (x, y, z)
+
+
+def test_hardware_fma_is_read_from_the_target_features():
+    assert simd._hardware_fma("+avx,+avx2,+fma,+sse2", "x86_64")
+    assert simd._hardware_fma("+avx,+fma4", "x86_64")  # AMD's FMA4 (Bulldozer)
+    assert not simd._hardware_fma("+avx,+sse2,-fma", "x86_64")  # Sandy Bridge
+    assert not simd._hardware_fma("", "x86_64")  # numba's NUMBA_CPU_NAME=generic
+    assert simd._hardware_fma("+neon", "aarch64")  # in the base instruction set
+
+
+def test_software_multiply_adds_are_reported_with_the_fix():
+    assert simd.fma_warning(target="+avx2,+fma", host="+avx2,+fma", machine="x86_64") is None
+    settings = simd.fma_warning(target="", host="+avx2,+fma", machine="x86_64")
+    assert "NUMBA_CPU_NAME" in settings and "+fma" in settings
+    assert "same bits" in settings and "50 times as long" in settings
+    assert "this CPU has no FMA" in simd.fma_warning(target="+avx", host="+avx", machine="x86_64")

@@ -265,3 +265,18 @@ def test_resume_refuses_a_run_of_another_engine_version(tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert mlpsim.train(preset("tiny"), out, overrides=["train.steps=200"], resume=True,
                         progress=False).manifest["status"] == "complete"
+
+
+def test_software_multiply_adds_are_reported_once_even_when_quiet(tmp_path, monkeypatch, capsys):
+    # Without FMA instructions a step takes ~50 times as long: the user hears why, once
+    # per process, also with progress off (it is a warning, not progress).
+    from mlpsim import simd, training
+    monkeypatch.setattr(training, "_fma_warned", False)
+    monkeypatch.setattr(simd, "fma_warning", lambda: "mlpsim: this CPU has no FMA instructions: ...")
+    mlpsim.train(SMALL, tmp_path / "a", progress=False)
+    mlpsim.train(SMALL, tmp_path / "b", progress=False)
+    assert capsys.readouterr().err.count("this CPU has no FMA instructions") == 1
+    monkeypatch.setattr(training, "_fma_warned", False)
+    monkeypatch.setattr(simd, "fma_warning", lambda: None)
+    mlpsim.train(SMALL, tmp_path / "c", progress=False)
+    assert "FMA" not in capsys.readouterr().err
