@@ -45,8 +45,19 @@ def cpu_name() -> str:
                     flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    vec = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "NEON" if platform.machine() in (
-        "arm64", "aarch64") else "SSE"
+    if platform.system() == "Darwin":  # no /proc/cpuinfo; "Apple M1", "Intel(R) Core(TM) i7-..."
+        import subprocess
+        try:
+            brand = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                   timeout=5, check=False).stdout.strip()
+        except OSError:
+            brand = ""
+        name = brand or name
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        vec = "NEON"
+    else:
+        vec = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+                    if flag in flags), "SSE")
     return f"{name} ({vec}, {os.cpu_count()} cores)"
 
 

@@ -132,3 +132,29 @@ def test_bench_says_when_the_kernels_multiply_add_in_software(monkeypatch):
     lines = _run_faked(monkeypatch, warning="mlpsim: this CPU has no FMA instructions: ...")
     assert lines[2] == "mlpsim: this CPU has no FMA instructions: ..."  # beside the compile target
     assert not any("FMA instructions" in line for line in _run_faked(monkeypatch, warning=None))
+
+
+@pytest.mark.parametrize("system,machine,cpuinfo,sysctl,expected", [
+    ("Linux", "x86_64", "model name\t: Intel(R) Xeon(R) E5-2670\nflags\t: fpu sse2 avx\n", None, "Intel(R) Xeon(R) E5-2670 (AVX,"),
+    ("Linux", "x86_64", "model name\t: AMD EPYC 7B13\nflags\t: avx avx2 fma\n", None, "AMD EPYC 7B13 (AVX2,"),
+    ("Linux", "x86_64", "model name\t: Intel Atom\nflags\t: sse2 sse4_2\n", None, "Intel Atom (SSE,"),
+    ("Darwin", "arm64", None, "Apple M1\n", "Apple M1 (NEON,"),
+])
+def test_the_cpu_is_named_with_its_widest_vectors(monkeypatch, system, machine, cpuinfo, sysctl, expected):
+    import builtins
+    import io
+    import platform
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        if path == "/proc/cpuinfo":
+            if cpuinfo is None:
+                raise FileNotFoundError(path)
+            return io.StringIO(cpuinfo)
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(platform, "system", lambda: system)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=sysctl or ""))
+    assert bench.cpu_name().startswith(expected)
