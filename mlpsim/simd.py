@@ -85,8 +85,8 @@ def _hardware_fma(features: str, machine: str | None = None) -> bool:
 #: ``NUMBA_CPU_NAME=generic`` without ``NUMBA_CPU_FEATURES`` (numba's setting for
 #: portable caches). There the kernels emulate each fused multiply-add exactly from
 #: adds and multiplies (``_emulated_fma``): the bits stay those of every other CPU,
-#: and a training step takes about 50 times as long as with FMA (float64 seed step,
-#: Intel Xeon model 207 compiled for Sandy Bridge: 7.6 ms, against 0.15 ms compiled
+#: and a training step takes about 40 times as long as with FMA (float64 seed step,
+#: Intel Xeon model 207 compiled for Sandy Bridge: 6.1 ms, against 0.14 ms compiled
 #: for AVX2 with FMA; left to LLVM, the C library's software fma took 230 ms).
 #: :func:`fma_warning` tells the user. ``MLPSIM_FMA=software`` forces the emulation,
 #: so that tests run it on any machine (with their own ``NUMBA_CACHE_DIR``: the cache
@@ -101,7 +101,7 @@ def fma_warning(target: str | None = None, host: str | None = None, machine: str
     (default: the real ones); ``machine``: as :func:`platform.machine`."""
     from numba.core.codegen import get_host_cpu_features
     cost = ("every multiply-add is emulated from adds and multiplies: the same bits as on any "
-            "other CPU, but a training step takes about 50 times as long as with FMA")
+            "other CPU, but a training step takes about 40 times as long as with FMA")
     if target is None and os.environ.get("MLPSIM_FMA") == "software":
         return "mlpsim: MLPSIM_FMA=software: " + cost + "."
     target = _target_features() if target is None else target
@@ -204,7 +204,9 @@ def _fma_emitter(builder, ty, hardware=None):
     values of type ``ty``: one ``llvm.fma`` where the target has FMA instructions
     (:data:`HARDWARE_FMA`, or ``hardware``), else :func:`_emulated_fma`."""
     llvm_fma = _llvm_function(builder, "fma", ty, 3)
-    if HARDWARE_FMA if hardware is None else hardware:
+    if hardware is None:
+        hardware = HARDWARE_FMA
+    if hardware:
         return lambda a, b, c: builder.call(llvm_fma, [a, b, c])
     return lambda a, b, c: _emulated_fma(builder, llvm_fma, a, b, c)
 
@@ -212,8 +214,8 @@ def _fma_emitter(builder, ty, hardware=None):
 # --------------------------------------------------------------- fma without FMA
 # Without FMA instructions LLVM turns every llvm.fma into a call of the C library's
 # fma per number, and glibc's is exact but slow in software: a float64 seed step
-# took 230 ms instead of 0.15 (Intel Xeon model 207 compiled for Sandy Bridge, glibc's
-# FMA code path switched off, as on a CPU without FMA). Emulated here instead (7.6 ms),
+# took 230 ms instead of 0.14 with FMA (Intel Xeon model 207 compiled for Sandy Bridge, glibc's
+# FMA code path switched off, as on a CPU without FMA). Emulated here instead (6.1 ms),
 # with the same bits, from plain adds and multiplies (Boldo & Melquiond, "Emulation of FMA
 # and correctly rounded sums: proved algorithms using rounding to odd", IEEE Trans.
 # Computers 57(4), 2008):
@@ -223,7 +225,11 @@ def _fma_emitter(builder, ty, hardware=None):
 # where RO is rounding to odd: the sum rounded to nearest, moved one unit toward the
 # exact sum when it was inexact and its last bit is even. Dekker's product is exact
 # only away from overflow and underflow: a float64 vector with a lane outside that
-# range (or not finite) takes llvm.fma, the C library's exact fma, instead.
+# range (or not finite) takes llvm.fma, the C library's fma, instead: exact in glibc;
+# other C libraries may not be (the MSVC runtime's software fma has been reported
+# inexact), and there those rare vectors may differ. float32 needs no such guard: its
+# product, sum and error are float64 numbers far from float64's limits, and inf and
+# NaN pass through.
 
 def _const(ty, value):
     """An LLVM constant of type ``ty`` (scalar or vector) with ``value`` in every lane."""
@@ -246,21 +252,19 @@ def _two_sum(builder, x, y):
 
 
 def _round_to_odd_sum(builder, x, y):
-    """``RO(x + y)``: the float nearest to the exact sum whose last bit is odd, or the
-    sum itself when it is exact (``x``, ``y`` finite)."""
+    """``RO(x + y)``: the sum itself when it is exact, else, of the two floats around
+    it, the one whose last bit is odd. An infinite or NaN sum is left as it is (its
+    two-sum error is NaN: ``inf - inf``)."""
     s, e = _two_sum(builder, x, y)
     element = s.type.element if isinstance(s.type, ir.VectorType) else s.type
     ity = _with_element(s.type, ir.IntType(64 if isinstance(element, ir.DoubleType) else 32))
     bits = builder.bitcast(s, ity)
     even = builder.icmp_signed("==", builder.and_(bits, _const(ity, 1)), _const(ity, 0))
-    inexact = builder.fcmp_ordered("!=", e, _const(s.type, 0.0))  # false for NaN (inf - inf)
-    finite = builder.fcmp_ordered("<", builder.call(_llvm_function(builder, "fabs", s.type, 1), [s]),
-                                  _const(s.type, math.inf))
+    inexact = builder.fcmp_ordered("!=", e, _const(s.type, 0.0))  # false for a NaN error
     # One unit away from zero (bits + 1) when the error has the sum's sign, else toward it.
     same_sign = builder.icmp_signed(">=", builder.xor(bits, builder.bitcast(e, ity)), _const(ity, 0))
     step = builder.select(same_sign, _const(ity, 1), _const(ity, -1))
-    move = builder.and_(builder.and_(even, inexact), finite)
-    return builder.bitcast(builder.select(move, builder.add(bits, step), bits), s.type)
+    return builder.bitcast(builder.select(builder.and_(even, inexact), builder.add(bits, step), bits), s.type)
 
 
 def _emulated_fma(builder, llvm_fma, a, b, c):
@@ -288,7 +292,9 @@ def _emulated_fma(builder, llvm_fma, a, b, c):
                       builder.fmul(al, bl))
     th, tl = _two_sum(builder, c, uh)
     v = _round_to_odd_sum(builder, tl, ul)
-    # v == 0: th is exact, and keeps the sign of zero that fma gives.
+    # v == 0: th is exact, and keeps the sign of zero that fma gives. Computed before
+    # the guard's branch, so also where the fallback then replaces it: cheaper than a
+    # second block.
     fast = builder.select(builder.fcmp_ordered("==", v, k(0.0)), th, builder.fadd(th, v))
 
     # Where Dekker's product is exact: |a|, |b| below the split's overflow, the product

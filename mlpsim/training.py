@@ -512,7 +512,7 @@ _fma_warned = False
 def _announce_compile(progress, dtype):
     """Say so before a cold start compiles, instead of pausing in silence; and, once
     per process and even when quiet, when the kernels will run without FMA
-    instructions (:func:`mlpsim.simd.fma_warning`): a step takes about 50 times as long."""
+    instructions (:func:`mlpsim.simd.fma_warning`): a step takes about 40 times as long."""
     global _fma_warned
     from ._jit import compile_notice
     from .progress import resolve_mode

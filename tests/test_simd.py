@@ -264,10 +264,28 @@ def _fma_three_ways(a, b, c, hardware, scalar, vector):
         vstore(vector, r, 0, vfma_emulated(vload(a, r, 0), vload(b, r, 0), vload(c, r, 0)))
 
 
+def _near_ties(dtype, n, rng):
+    """``(a, b, c)`` whose exact ``a * b + c`` lies just beside a midpoint between two
+    floats, where rounding twice (to nearest, then to nearest again) gives the wrong
+    neighbour: ``c`` has an odd last bit and ``a * b = (1 - 2**-2j) * ulp(c) / 2``,
+    with ``a = 1 - 2**-j`` and ``b = (1 + 2**-j) * ulp(c) / 2``. float64: ``a * b``
+    rounds to ``ulp(c) / 2``; float32: ``a * b + c`` rounds to the float32 midpoint in
+    float64."""
+    bits, j_range = (52, (27, 31)) if dtype == np.float64 else (23, (15, 24))
+    j = rng.integers(*j_range, n)
+    e = rng.integers(-60, 60, n)
+    odd = (rng.integers(0, 2 ** bits // 2, n) * 2 + 1).astype(np.float64)  # the mantissa's odd last bit
+    c = (2.0 ** bits + odd) * 2.0 ** (e - bits) * rng.choice([-1.0, 1.0], n)
+    half_ulp = 2.0 ** (e - bits - 1)
+    a = 1 - 2.0 ** -j
+    b = (1 + 2.0 ** -j) * half_ulp * rng.choice([-1.0, 1.0], n)
+    return a.astype(dtype), b.astype(dtype), c.astype(dtype)
+
+
 def _fma_cases(dtype, rows, rng):
     """Products of every scale, with the c that cancels them (wholly or nearly), ties,
-    signed zeros, and the extremes that take the exact fallback (overflow, underflow,
-    subnormals, inf, NaN)."""
+    near ties (see :func:`_near_ties`), signed zeros, and the extremes that take the
+    exact fallback (overflow, underflow, subnormals, inf, NaN)."""
     V = _lanes(dtype)
     n = rows * V
     a = rng.standard_normal(n) * 2.0 ** rng.integers(-40, 40, n)
@@ -283,6 +301,8 @@ def _fma_cases(dtype, rows, rng):
     a[ties] = rng.integers(-2 ** 12, 2 ** 12, k)
     b[ties] = rng.integers(-2 ** 14, 2 ** 14, k)
     c[ties] = rng.integers(-2 ** 30, 2 ** 30, k) * 2.0 ** rng.integers(-10, 40, k)
+    near = rng.random(n) < 0.1
+    a[near], b[near], c[near] = _near_ties(dtype, int(near.sum()), rng)
     info = np.finfo(dtype)
     special = np.array([0.0, -0.0, 1.0, -3.0, np.inf, -np.inf, np.nan, info.max, info.tiny, info.smallest_subnormal,
                         2.0 ** -500 if dtype == np.float64 else 2.0 ** -70, 2.0 ** 600 if dtype == np.float64 else 2.0 ** 70,
@@ -351,5 +371,5 @@ def test_software_multiply_adds_are_reported_with_the_fix():
     assert simd.fma_warning(target="+avx2,+fma", host="+avx2,+fma", machine="x86_64") is None
     settings = simd.fma_warning(target="", host="+avx2,+fma", machine="x86_64")
     assert "NUMBA_CPU_NAME" in settings and "+fma" in settings
-    assert "same bits" in settings and "50 times as long" in settings
+    assert "same bits" in settings and "40 times as long" in settings
     assert "this CPU has no FMA" in simd.fma_warning(target="+avx", host="+avx", machine="x86_64")

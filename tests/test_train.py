@@ -268,7 +268,7 @@ def test_resume_refuses_a_run_of_another_engine_version(tmp_path):
 
 
 def test_software_multiply_adds_are_reported_once_even_when_quiet(tmp_path, monkeypatch, capsys):
-    # Without FMA instructions a step takes ~50 times as long: the user hears why, once
+    # Without FMA instructions a step takes ~40 times as long: the user hears why, once
     # per process, also with progress off (it is a warning, not progress).
     from mlpsim import simd, training
     monkeypatch.setattr(training, "_fma_warned", False)
