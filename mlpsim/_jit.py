@@ -9,10 +9,10 @@ training path is bit-reproducible:
   process starts training in about a second instead of recompiling. Numba
   invalidates a cache entry only when the function's *own* file changes: after
   editing ``kernels.py``, delete ``mlpsim/__pycache__/kernels_eval*.nb*`` too
-  (its kernels inline ``kernels.forward_chunk``), after editing ``simd.py`` every
-  ``mlpsim/__pycache__/*.nb*`` (its intrinsics are compiled into every kernel),
-  or run with ``NUMBA_CACHE_DIR`` pointing to an empty folder. A fresh install
-  starts with an empty cache.
+  (its kernels inline ``kernels.forward_chunk``); after editing ``simd.py`` or
+  ``simd_ir.py``, every ``mlpsim/__pycache__/*.nb*`` (their IR is compiled into
+  every kernel); or run with ``NUMBA_CACHE_DIR`` pointing to an empty folder.
+  A fresh install starts with an empty cache.
 * ``boundscheck=False``: kernels are only called by the validating Python API,
   which guarantees shapes.
 * ``error_model="numpy"``: division by zero gives inf/nan instead of raising, so a

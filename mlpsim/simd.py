@@ -6,8 +6,10 @@ x86-64 machines (issue 11). Here a kernel states its vectors itself: a
 :class:`Vec` is one LLVM vector of ``64 // itemsize`` numbers (8 float64 or 16
 float32, one AVX-512 register or two AVX2 ones, four NEON ones), kept in
 registers by LLVM's register allocator, and every multiply-add is an explicit,
-correctly rounded ``llvm.fma``. The arithmetic is therefore the same on every
-CPU; only the instructions that carry it out differ.
+correctly rounded ``llvm.fma`` (emulated exactly where the CPU has no FMA
+instructions) and tanh is built from such operations: the IR of both is in
+:mod:`mlpsim.simd_ir`. The arithmetic is therefore the same on every CPU; only
+the instructions that carry it out differ.
 
 Kernels use these functions only (no operators on vectors):
 
@@ -27,16 +29,16 @@ Kernels use these functions only (no operators on vectors):
 
 No bounds are checked: the kernels' callers guarantee them.
 """
-import math
 import os
 import platform
-from decimal import Decimal, localcontext
 
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
+
+from . import simd_ir
 
 #: Bytes per vector: one AVX-512 register. Fixed (not the CPU's width), so that
 #: the lanes, and with them the order of every sum, are the same on every CPU.
@@ -84,8 +86,8 @@ def _hardware_fma(features: str, machine: str | None = None) -> bool:
 #: with a conservative CPU model (QEMU's qemu64, Proxmox's x86-64-v2), or
 #: ``NUMBA_CPU_NAME=generic`` without ``NUMBA_CPU_FEATURES`` (numba's setting for
 #: portable caches). There the kernels emulate each fused multiply-add exactly from
-#: adds and multiplies (``_emulated_fma``): the bits stay those of every other CPU,
-#: and a training step takes about 40 times as long as with FMA (float64 seed step,
+#: adds and multiplies (:func:`mlpsim.simd_ir.emulated_fma`): the bits stay those of
+#: every other CPU, and a training step takes about 40 times as long as with FMA (float64 seed step,
 #: Intel Xeon model 207 compiled for Sandy Bridge: 6.1 ms, against 0.14 ms compiled
 #: for AVX2 with FMA; left to LLVM, the C library's software fma took 230 ms).
 #: :func:`fma_warning` tells the user. ``MLPSIM_FMA=software`` forces the emulation,
@@ -188,137 +190,10 @@ def _splat_ir(builder, vecty, x):
     return builder.shuffle_vector(v, ir.Constant(vecty, ir.Undefined), mask)
 
 
-def _llvm_function(builder, name, ty, n_args):
-    """The LLVM intrinsic ``llvm.<name>`` for the LLVM type ``ty`` (a double, a float,
-    or a vector of them), taking ``n_args`` of that type."""
-    element = ty.element if isinstance(ty, ir.VectorType) else ty
-    suffix = "f64" if isinstance(element, ir.DoubleType) else "f32"
-    if isinstance(ty, ir.VectorType):
-        suffix = f"v{ty.count}{suffix}"
-    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * n_args),
-                                          f"llvm.{name}.{suffix}")
-
-
 def _fma_emitter(builder, ty, hardware=None):
-    """A function ``fma(a, b, c)`` that emits ``a * b + c`` rounded once, for LLVM
-    values of type ``ty``: one ``llvm.fma`` where the target has FMA instructions
-    (:data:`HARDWARE_FMA`, or ``hardware``), else :func:`_emulated_fma`."""
-    llvm_fma = _llvm_function(builder, "fma", ty, 3)
-    if hardware is None:
-        hardware = HARDWARE_FMA
-    if hardware:
-        return lambda a, b, c: builder.call(llvm_fma, [a, b, c])
-    return lambda a, b, c: _emulated_fma(builder, llvm_fma, a, b, c)
-
-
-# --------------------------------------------------------------- fma without FMA
-# Without FMA instructions LLVM turns every llvm.fma into a call of the C library's
-# fma per number, and glibc's is exact but slow in software: a float64 seed step
-# took 230 ms instead of 0.14 with FMA (Intel Xeon model 207 compiled for Sandy Bridge, glibc's
-# FMA code path switched off, as on a CPU without FMA). Emulated here instead (6.1 ms),
-# with the same bits, from plain adds and multiplies (Boldo & Melquiond, "Emulation of FMA
-# and correctly rounded sums: proved algorithms using rounding to odd", IEEE Trans.
-# Computers 57(4), 2008):
-#   float64: a * b = uh + ul exactly (Dekker's product, Veltkamp's split), c + uh =
-#            th + tl exactly (Knuth's two-sum); fma = RN(th + RO(tl + ul));
-#   float32: a * b is exact in float64; fma = RN32(RO64(a * b + c)),
-# where RO is rounding to odd: the sum rounded to nearest, moved one unit toward the
-# exact sum when it was inexact and its last bit is even. Dekker's product is exact
-# only away from overflow and underflow: a float64 vector with a lane outside that
-# range (or not finite) takes llvm.fma, the C library's fma, instead: exact in glibc;
-# other C libraries may not be (the MSVC runtime's software fma has been reported
-# inexact), and there those rare vectors may differ. float32 needs no such guard: its
-# product, sum and error are float64 numbers far from float64's limits, and inf and
-# NaN pass through.
-
-def _const(ty, value):
-    """An LLVM constant of type ``ty`` (scalar or vector) with ``value`` in every lane."""
-    if isinstance(ty, ir.VectorType):
-        return ir.Constant(ty, [value] * ty.count)
-    return ir.Constant(ty, value)
-
-
-def _with_element(ty, element):
-    """``ty`` (a scalar or vector type) with its element type replaced by ``element``."""
-    return ir.VectorType(element, ty.count) if isinstance(ty, ir.VectorType) else element
-
-
-def _two_sum(builder, x, y):
-    """``(s, e)``: ``s = RN(x + y)`` and its exact error ``e`` (Knuth, no branch)."""
-    s = builder.fadd(x, y)
-    yv = builder.fsub(s, x)
-    xv = builder.fsub(s, yv)
-    return s, builder.fadd(builder.fsub(x, xv), builder.fsub(y, yv))
-
-
-def _round_to_odd_sum(builder, x, y):
-    """``RO(x + y)``: the sum itself when it is exact, else, of the two floats around
-    it, the one whose last bit is odd. An infinite or NaN sum is left as it is (its
-    two-sum error is NaN: ``inf - inf``)."""
-    s, e = _two_sum(builder, x, y)
-    element = s.type.element if isinstance(s.type, ir.VectorType) else s.type
-    ity = _with_element(s.type, ir.IntType(64 if isinstance(element, ir.DoubleType) else 32))
-    bits = builder.bitcast(s, ity)
-    even = builder.icmp_signed("==", builder.and_(bits, _const(ity, 1)), _const(ity, 0))
-    inexact = builder.fcmp_ordered("!=", e, _const(s.type, 0.0))  # false for a NaN error
-    # One unit away from zero (bits + 1) when the error has the sum's sign, else toward it.
-    same_sign = builder.icmp_signed(">=", builder.xor(bits, builder.bitcast(e, ity)), _const(ity, 0))
-    step = builder.select(same_sign, _const(ity, 1), _const(ity, -1))
-    return builder.bitcast(builder.select(builder.and_(even, inexact), builder.add(bits, step), bits), s.type)
-
-
-def _emulated_fma(builder, llvm_fma, a, b, c):
-    """``a * b + c`` rounded once, the same bits as ``llvm.fma``, from adds and multiplies."""
-    element = a.type.element if isinstance(a.type, ir.VectorType) else a.type
-    if isinstance(element, ir.FloatType):
-        wide = _with_element(a.type, ir.DoubleType())
-        p = builder.fmul(builder.fpext(a, wide), builder.fpext(b, wide))  # exact: 24 + 24 bits
-        return builder.fptrunc(_round_to_odd_sum(builder, p, builder.fpext(c, wide)), a.type)
-    ty = a.type
-
-    def k(value):
-        return _const(ty, value)
-    fabs = _llvm_function(builder, "fabs", ty, 1)
-
-    def split(x):  # Veltkamp: x = hi + lo, each of at most 26 significant bits
-        t = builder.fmul(k(134217729.0), x)  # 2**27 + 1
-        hi = builder.fsub(t, builder.fsub(t, x))
-        return hi, builder.fsub(x, hi)
-    ah, al = split(a)
-    bh, bl = split(b)
-    uh = builder.fmul(a, b)
-    ul = builder.fsub(builder.fmul(ah, bh), uh)
-    ul = builder.fadd(builder.fadd(builder.fadd(ul, builder.fmul(ah, bl)), builder.fmul(al, bh)),
-                      builder.fmul(al, bl))
-    th, tl = _two_sum(builder, c, uh)
-    v = _round_to_odd_sum(builder, tl, ul)
-    # v == 0: th is exact, and keeps the sign of zero that fma gives. Computed before
-    # the guard's branch, so also where the fallback then replaces it: cheaper than a
-    # second block.
-    fast = builder.select(builder.fcmp_ordered("==", v, k(0.0)), th, builder.fadd(th, v))
-
-    # Where Dekker's product is exact: |a|, |b| below the split's overflow, the product
-    # exactly zero or far from underflow and overflow, c far from overflow; all finite
-    # (a comparison with NaN is false).
-    def at_most(x, limit):
-        return builder.fcmp_ordered("<=", builder.call(fabs, [x]), k(limit))
-    zero_product = builder.or_(builder.fcmp_ordered("==", a, k(0.0)), builder.fcmp_ordered("==", b, k(0.0)))
-    product_ok = builder.and_(builder.fcmp_ordered(">=", builder.call(fabs, [uh]), k(2.0 ** -900)),
-                              at_most(uh, 2.0 ** 900))
-    ok = builder.and_(builder.and_(at_most(a, 2.0 ** 995), at_most(b, 2.0 ** 995)),
-                      builder.and_(at_most(c, 2.0 ** 900), builder.or_(zero_product, product_ok)))
-    if isinstance(ty, ir.VectorType):  # one test for the whole vector
-        ok = builder.icmp_unsigned("==", builder.bitcast(ok, ir.IntType(ty.count)), ir.Constant(ir.IntType(ty.count), -1))
-    with builder.if_else(ok, likely=True) as (then, otherwise):
-        with then:
-            fast_block = builder.basic_block
-        with otherwise:
-            exact = builder.call(llvm_fma, [a, b, c])
-            slow_block = builder.basic_block
-    result = builder.phi(ty)
-    result.add_incoming(fast, fast_block)
-    result.add_incoming(exact, slow_block)
-    return result
+    """:func:`mlpsim.simd_ir.fma_emitter` for this compile target (:data:`HARDWARE_FMA`),
+    unless ``hardware`` says otherwise."""
+    return simd_ir.fma_emitter(builder, ty, HARDWARE_FMA if hardware is None else hardware)
 
 
 @intrinsic
@@ -527,8 +402,8 @@ def sfma(typingctx, a, b, c):
 
 
 def _emulated(name, vector):
-    """A test's handle on :func:`_emulated_fma`: ``vfma``/``sfma`` computed without FMA
-    instructions whatever the target."""
+    """A test's handle on :func:`mlpsim.simd_ir.emulated_fma`: ``vfma``/``sfma``
+    computed without FMA instructions whatever the target."""
     def typer(typingctx, a, b, c):
         if vector:
             _check_vecs(a, b, c)
@@ -546,87 +421,26 @@ vfma_emulated = _emulated("vfma_emulated", vector=True)
 sfma_emulated = _emulated("sfma_emulated", vector=False)
 
 
-# ----------------------------------------------------------------------------- tanh
-# tanh from + - * / and fused multiply-adds only, each correctly rounded, so the same
-# bits on every CPU (the C library's tanh is not: glibc picks another code path on a
-# CPU without FMA) and a vector of them at once:
-#   tanh(|x|) = t / (t + 2) with t = expm1(2|x|) (no cancellation near 0);
-#   expm1(y) = 2^k (1 + e) - 1 with y = k ln2 + r, |r| <= ln2 / 2, e = expm1(r) by
-#   its Taylor series (to r^13 / 13! in float64, r^8 / 8! in float32: the first
-#   term left out is below a tenth of a unit in the last place);
-#   |x| above 22 (float64) or 10 (float32) gives 1 exactly, as the series would.
-_TANH = {  # bits: where tanh is 1, the rounding constant 1.5 * 2^mantissa, exponent bias and
-    # position, the highest power of the Taylor series
-    64: {"clamp": 22.0, "magic": 1.5 * 2.0 ** 52, "bias": 1023, "shift": 52, "terms": 13},
-    32: {"clamp": 10.0, "magic": 1.5 * 2.0 ** 23, "bias": 127, "shift": 23, "terms": 8},
-}
-_LN2 = "0.6931471805599453094172321214581765680755001343602552541206800094933936"
-
-
-def _tanh_ir(builder, x, bits, lanes):
-    """IR for tanh of ``x`` (a float of ``bits`` or a vector of ``lanes`` of them)."""
-    c = _TANH[bits]
-    fty = ir.DoubleType() if bits == 64 else ir.FloatType()
-    ity = ir.IntType(bits)
-    vf = fty if lanes is None else ir.VectorType(fty, lanes)
-    vi = ity if lanes is None else ir.VectorType(ity, lanes)
-    ftype = np.float64 if bits == 64 else np.float32
-
-    def k(value):  # a constant, rounded to the dtype once, here
-        v = float(ftype(value))
-        return ir.Constant(vf, v) if lanes is None else ir.Constant(vf, [v] * lanes)
-
-    def ki(value):
-        return ir.Constant(vi, value) if lanes is None else ir.Constant(vi, [value] * lanes)
-
-    fma = _fma_emitter(builder, vf)
-    zero = k(0.0)
-    negative = builder.fcmp_ordered("<", x, zero)
-    a = builder.select(negative, builder.fsub(zero, x), x)  # |x| (NaN and -0.0 are fixed at the end)
-    a = builder.select(builder.fcmp_ordered("<", a, k(c["clamp"])), a, k(c["clamp"]))
-    y = builder.fadd(a, a)
-    with localcontext() as ctx:  # ln2 to 60 digits, split into the dtype's nearest and the rest
-        ctx.prec = 60
-        ln2_hi = float(ftype(float(Decimal(_LN2))))
-        ln2_lo = float(ftype(float(Decimal(_LN2) - Decimal(ln2_hi))))
-        inv_ln2 = float(1 / Decimal(_LN2))
-    kf = fma(y, k(inv_ln2), k(c["magic"]))  # round(y / ln2), in the low bits
-    kn = builder.fsub(kf, k(c["magic"]))
-    minus_k = builder.fsub(zero, kn)
-    r = fma(minus_k, k(ln2_hi), y)
-    r = fma(minus_k, k(ln2_lo), r)
-    q = k(1 / math.factorial(c["terms"]))
-    for n in range(c["terms"] - 1, 1, -1):
-        q = fma(q, r, k(1 / math.factorial(n)))
-    e = fma(builder.fmul(r, r), q, r)  # expm1(r) = r + r^2 (1/2 + r/6 + ...)
-    kint = builder.sub(builder.bitcast(kf, vi), builder.bitcast(k(c["magic"]), vi))
-    scale = builder.bitcast(builder.shl(builder.add(kint, ki(c["bias"])), ki(c["shift"])), vf)  # 2^k
-    t = fma(scale, e, builder.fsub(scale, k(1.0)))  # expm1(y)
-    th = builder.fdiv(t, builder.fadd(t, k(2.0)))
-    th = builder.select(negative, builder.fsub(zero, th), th)
-    th = builder.select(builder.fcmp_ordered("==", x, zero), x, th)  # tanh(+-0) = +-0
-    return builder.select(builder.fcmp_unordered("uno", x, x), x, th)  # NaN stays NaN
-
-
 @intrinsic
 def vtanh(typingctx, v):
-    """tanh lane by lane, the same bits as :func:`stanh` of each lane (see ``_tanh_ir``)."""
+    """tanh lane by lane, the same bits as :func:`stanh` of each lane (see
+    :func:`mlpsim.simd_ir.tanh_ir`)."""
     _check_vecs(v)
 
     def codegen(context, builder, sig, args):
-        return _tanh_ir(builder, args[0], sig.args[0].dtype.bitwidth, sig.args[0].lanes)
+        return simd_ir.tanh_ir(builder, args[0], sig.args[0].dtype.bitwidth, sig.args[0].lanes, HARDWARE_FMA)
     return v(v), codegen
 
 
 @intrinsic
 def stanh(typingctx, x):
     """tanh of a float64 or float32 from correctly rounded operations only: the same
-    bits on every CPU, unlike the C library's (see ``_tanh_ir``)."""
+    bits on every CPU, unlike the C library's (see :func:`mlpsim.simd_ir.tanh_ir`)."""
     if x not in (types.float64, types.float32):
         raise TypeError(f"simd.stanh: need a float64 or float32, got {x}")
 
     def codegen(context, builder, sig, args):
-        return _tanh_ir(builder, args[0], sig.args[0].bitwidth, None)
+        return simd_ir.tanh_ir(builder, args[0], sig.args[0].bitwidth, None, HARDWARE_FMA)
     return x(x), codegen
 
 

@@ -53,7 +53,7 @@ AVX2_ONLY = {"NUMBA_CPU_NAME": "generic",
                                    "+sse3,+sse4.1,+sse4.2,+ssse3,+xsave"}
 
 #: An x86-64 CPU without FMA or AVX (SSE4.2, about 2008): every fused multiply-add
-#: is emulated exactly (``mlpsim.simd._emulated_fma``), so the same bits.
+#: is emulated exactly (``mlpsim.simd_ir.emulated_fma``), so the same bits.
 SSE_ONLY = {"NUMBA_CPU_NAME": "generic",
             "NUMBA_CPU_FEATURES": "+64bit,+cmov,+cx16,+fxsr,+mmx,+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3"}
 
