@@ -96,11 +96,27 @@ def _hardware_fma(features: str, machine: str | None = None) -> bool:
 HARDWARE_FMA = os.environ.get("MLPSIM_FMA") != "software" and _hardware_fma(_target_features())
 
 
-def fma_warning(target: str | None = None, host: str | None = None, machine: str | None = None) -> str | None:
+def _translated() -> bool:
+    """Whether this process is x86 code translated by Rosetta 2 on an Apple silicon Mac
+    (an x86-64 Python there: its x86 CPU has no FMA)."""
+    if platform.system() != "Darwin":
+        return False
+    import subprocess
+    try:
+        answer = subprocess.run(["sysctl", "-in", "sysctl.proc_translated"], capture_output=True, text=True,
+                                timeout=5, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return answer == "1"
+
+
+def fma_warning(target: str | None = None, host: str | None = None, machine: str | None = None,
+                translated: bool | None = None) -> str | None:
     """What to tell the user when the kernels' multiply-adds run in software, else None.
 
     ``target``, ``host``: the feature strings numba compiles for and this CPU's
-    (default: the real ones); ``machine``: as :func:`platform.machine`."""
+    (default: the real ones); ``machine``: as :func:`platform.machine`;
+    ``translated``: whether Rosetta 2 runs this process (default: asked of macOS)."""
     from numba.core.codegen import get_host_cpu_features
     cost = ("every multiply-add is emulated from adds and multiplies: the same bits as on any "
             "other CPU, but a training step takes about 40 times as long as with FMA")
@@ -114,6 +130,9 @@ def fma_warning(target: str | None = None, host: str | None = None, machine: str
         return ("mlpsim: the kernels are compiled without this CPU's FMA instructions "
                 "(NUMBA_CPU_NAME / NUMBA_CPU_FEATURES): " + cost + ". Unset NUMBA_CPU_NAME, or add "
                 "+fma (and +avx2) to NUMBA_CPU_FEATURES.")
+    if _translated() if translated is None else translated:
+        return ("mlpsim: this Python is x86 code translated by Rosetta 2, whose CPU has no FMA instructions: "
+                + cost + ". A native arm64 Python (python.org's installer, Miniforge) runs the kernels with FMA.")
     return "mlpsim: this CPU has no FMA instructions: " + cost + "."
 
 

@@ -372,4 +372,21 @@ def test_software_multiply_adds_are_reported_with_the_fix():
     settings = simd.fma_warning(target="", host="+avx2,+fma", machine="x86_64")
     assert "NUMBA_CPU_NAME" in settings and "+fma" in settings
     assert "same bits" in settings and "40 times as long" in settings
-    assert "this CPU has no FMA" in simd.fma_warning(target="+avx", host="+avx", machine="x86_64")
+    assert "this CPU has no FMA" in simd.fma_warning(target="+avx", host="+avx", machine="x86_64", translated=False)
+    rosetta = simd.fma_warning(target="+avx", host="+avx", machine="x86_64", translated=True)
+    assert "Rosetta 2" in rosetta and "arm64 Python" in rosetta
+
+
+def test_rosetta_is_asked_of_macos_only(monkeypatch):
+    import platform
+    import subprocess
+    calls = []
+
+    def sysctl(args, **kwargs):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, stdout="1\n")
+    monkeypatch.setattr(subprocess, "run", sysctl)
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    assert not simd._translated() and calls == []
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    assert simd._translated() and calls == [["sysctl", "-in", "sysctl.proc_translated"]]
