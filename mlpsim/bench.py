@@ -10,7 +10,8 @@ as a multiple of the 1-thread one, since a virtual machine's two threads may get
 less than two cores), and mlpsim's seed
 step (the notebook's 1-8-8-8-1 network, 5000 points, one full-batch Adam step)
 for 1 network on 1 thread and 64 networks on 2 threads, in float64 and float32,
-as GFLOP/s and as % of that peak. The benchmarks in ``benchmarks/`` report the
+as GFLOP/s and as % of that peak; and one forward + backward pass of the wide
+1-256-256-256-1 network against the BLAS matmuls of the same pass. The benchmarks in ``benchmarks/`` report the
 same ratios. Peaks and steps are measured in interleaved rounds and each figure
 is its best round (:func:`run`); a figure whose repeats or rounds differ by more
 than 30 % is marked noisy (another program, or another virtual machine on the
@@ -147,6 +148,63 @@ class SeedStep:
         return best
 
 
+#: The wide network of issue 11: its layers are BLAS-sized, so NumPy's matmuls of
+#: the same pass are the yardstick (``benchmarks/test_bench_engine.py``, group "wide").
+WIDE = (1, 256, 256, 256, 1)
+
+
+class WidePass:
+    """One float64 forward + backward pass of the wide network over 5000 samples, and the
+    matmuls NumPy's BLAS needs for the same pass (nothing else), ready to time on
+    ``threads`` threads."""
+
+    def __init__(self, threads: int):
+        from .model import MLP
+        self.threads = threads
+        self.net = MLP(list(WIDE))
+        rng = np.random.default_rng(1)
+        self.x = rng.uniform(-3, 3, (5000, 1))
+        self.y = np.sin(self.x)
+        self.theta = self.net.init(seed=0)
+        self.Ws = [np.ascontiguousarray(W) for W in self.net.weights(self.theta)]
+        self.acts = [self.x]
+        for W in self.Ws:
+            self.acts.append(self.acts[-1] @ W.T)
+        self.deltas = [np.ones_like(a) for a in self.acts[1:]]
+        self.time(0.0)
+
+    def _matmuls(self):
+        a = self.x
+        for W in self.Ws:  # forward
+            a = a @ W.T
+        for layer in range(len(self.Ws) - 1, -1, -1):  # weight gradients and deltas
+            self.deltas[layer].T @ self.acts[layer]
+            if layer > 0:
+                self.deltas[layer] @ self.Ws[layer]
+
+    def time(self, seconds: float) -> tuple[float, float]:
+        """Best seconds of mlpsim's pass and of the BLAS matmuls, alternated for about
+        ``seconds`` (at least two of each)."""
+        import numba
+        from threadpoolctl import threadpool_limits
+        before = numba.get_num_threads()
+        numba.set_num_threads(self.threads)
+        ours = blas = float("inf")
+        try:
+            with threadpool_limits(limits=self.threads, user_api="blas"):
+                t_end, calls = time.perf_counter() + seconds, 0
+                while calls < 2 or time.perf_counter() < t_end:
+                    t0 = time.perf_counter()
+                    self.net.loss_and_grad(self.theta, self.x, self.y)
+                    t1 = time.perf_counter()
+                    self._matmuls()
+                    ours, blas = min(ours, t1 - t0), min(blas, time.perf_counter() - t1)
+                    calls += 1
+        finally:
+            numba.set_num_threads(before)
+        return ours, blas
+
+
 def seed_step(instances: int, threads: int, dtype: str = "float64", seconds: float = 1.0) -> dict:
     """Time full-batch Adam steps of ``instances`` seed networks on ``threads`` threads."""
     step = SeedStep(instances, threads, dtype)
@@ -194,8 +252,10 @@ def run(seconds: float = 2.0, rounds: int = 3, log=print, cores=None, say=_to_st
     if notice:
         say(notice)
     steps = {case: SeedStep(*case) for case in cases}
+    wide = WidePass(cores)
     peak_rounds = {t: [] for t in threads}
     step_rounds = {case: [] for case in cases}
+    wide_rounds = []
     for k in range(rounds):
         say(f"measuring: round {k + 1}/{rounds}")
         for t in threads:
@@ -203,6 +263,7 @@ def run(seconds: float = 2.0, rounds: int = 3, log=print, cores=None, say=_to_st
             for case in cases:
                 if case[1] == t:
                     step_rounds[case].append(steps[case].time(seconds / rounds))
+        wide_rounds.append(wide.time(seconds / rounds / 2))
     peaks = {}
     for t in threads:
         best = max(peak_rounds[t], key=lambda p: p["gflops"])
@@ -232,4 +293,10 @@ def run(seconds: float = 2.0, rounds: int = 3, log=print, cores=None, say=_to_st
     for instances in (1, 64):
         ratio = by[(instances, "float32")]["gflops"] / by[(instances, "float64")]["gflops"]
         log(f"float32 / float64 throughput, {instances} net(s): {ratio:.2f}x")
-    return {"cpu": cpu_name(), "peaks": peaks, "results": results}
+    ours, blas = min(r[0] for r in wide_rounds), min(r[1] for r in wide_rounds)
+    wide_result = {"threads": cores, "seconds": ours, "blas_seconds": blas, "ratio": ours / blas,
+                   "noisy": spread([r[0] for r in wide_rounds])["noisy"] or spread([r[1] for r in wide_rounds])["noisy"]}
+    log(f"wide net {'-'.join(map(str, WIDE))}, forward + backward, {cores} thread(s), float64: "
+        f"{ours * 1e3:.1f} ms; NumPy's BLAS matmuls of the same pass: {blas * 1e3:.1f} ms ({ours / blas:.2f}x)"
+        + ("  (NOISY)" if wide_result["noisy"] else ""))
+    return {"cpu": cpu_name(), "peaks": peaks, "results": results, "wide": wide_result}

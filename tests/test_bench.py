@@ -34,6 +34,16 @@ class FakeStep:
         return self.times.pop(0)
 
 
+class FakeWide:
+    """A wide pass of 45, 42, 60 ms in the three rounds, against BLAS matmuls of 40 ms."""
+
+    def __init__(self, threads):
+        self.times = [(0.045, 0.040), (0.042, 0.041), (0.060, 0.040)]
+
+    def time(self, seconds):
+        return self.times.pop(0)
+
+
 def test_each_figure_is_its_best_round_and_a_drifting_one_is_marked(monkeypatch):
     peaks = iter([50.0, 100.0, 40.0, 90.0, 52.0, 60.0])  # GFLOP/s: 1 thread, 2 threads, per round
 
@@ -42,6 +52,7 @@ def test_each_figure_is_its_best_round_and_a_drifting_one_is_marked(monkeypatch)
         return {"gflops": g, "slowest_gflops": g * 0.95, "noisy": False, "threads": threads}
     monkeypatch.setattr(bench, "gemm_peak", gemm)
     monkeypatch.setattr(bench, "SeedStep", FakeStep)
+    monkeypatch.setattr(bench, "WidePass", FakeWide)
     lines, said = [], []
     monkeypatch.setattr(bench, "compile_notice", lambda: None)
     out = bench.run(seconds=0.3, rounds=3, log=lines.append, cores=2, say=said.append)
@@ -58,6 +69,10 @@ def test_each_figure_is_its_best_round_and_a_drifting_one_is_marked(monkeypatch)
     assert "64 net(s), 2 thread(s), float64:     50.0 us per net-step" in text
     assert "NOISY: slowest round 75.0 us" in text
     assert "float32 / float64 throughput, 64 net(s): 2.00x" in text
+    # the wide pass: best of each, as a multiple of BLAS (42 / 40 ms); 60 vs 42 ms is noisy
+    assert out["wide"]["ratio"] == pytest.approx(0.042 / 0.040) and out["wide"]["noisy"]
+    assert ("wide net 1-256-256-256-1, forward + backward, 2 thread(s), float64: 42.0 ms; NumPy's BLAS matmuls "
+            "of the same pass: 40.0 ms (1.05x)  (NOISY)") in text
 
 
 def test_a_cold_start_names_what_it_compiles(monkeypatch):
@@ -81,6 +96,7 @@ def test_the_command_prints_every_figure():
     assert sum("GEMM peak" in line for line in lines) >= 1
     assert sum("% of the" in line and "GFLOP/s" in line for line in lines) == 4
     assert sum("float32 / float64 throughput" in line for line in lines) == 2
+    assert sum(line.startswith("wide net 1-256-256-256-1, forward + backward") and "BLAS" in line for line in lines) == 1
 
 
 @pytest.mark.parametrize("args,message", [(["--seconds", "0"], "--seconds: need a number > 0"),
@@ -121,6 +137,7 @@ def _run_faked(monkeypatch, warning):
     monkeypatch.setattr(bench, "gemm_peak", lambda threads, repeats=5: {
         "gflops": 50.0 * threads, "slowest_gflops": 45.0 * threads, "noisy": False, "threads": threads})
     monkeypatch.setattr(bench, "SeedStep", FakeStep)
+    monkeypatch.setattr(bench, "WidePass", FakeWide)
     monkeypatch.setattr(bench, "compile_notice", lambda: None)
     monkeypatch.setattr(simd, "fma_warning", lambda: warning)
     lines = []
@@ -158,3 +175,11 @@ def test_the_cpu_is_named_with_its_widest_vectors(monkeypatch, system, machine, 
     monkeypatch.setattr(platform, "processor", lambda: "")
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=sysctl or ""))
     assert bench.cpu_name().startswith(expected)
+
+
+def test_the_wide_pass_times_mlpsim_and_the_blas_matmuls_of_the_same_pass():
+    wide = bench.WidePass(threads=1)
+    shapes = [a.shape for a in wide.acts]
+    assert shapes == [(5000, 1), (5000, 256), (5000, 256), (5000, 256), (5000, 1)]
+    ours, blas = wide.time(0.0)
+    assert 0 < ours < 10 and 0 < blas < 10
