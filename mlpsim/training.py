@@ -495,7 +495,8 @@ def _check_same_data(out: Path, x, y, net: MLP):
     sx, sy = load_xy(out / "data.npz", net.widths[0], net.widths[-1])
     if not (np.array_equal(sx, x) and np.array_equal(sy, y)):
         raise RunError(f"cannot resume {str(out)!r}: the training data differ from the run's data.npz "
-                       "(a different target function or data file?)")
+                       "(a different target function or data file? Or a run made before mlpsim computed the sin, "
+                       "sinc, bump and gaussian_2d targets exactly rounded?)")
 
 
 def _check_same_config(out: Path, old: Config, cfg: Config):

@@ -25,6 +25,45 @@ def test_targets_at_known_points():
     assert data.TARGETS["sinc"].x_range == (-32.0, 32.0)
 
 
+def test_transcendental_targets_are_exactly_rounded():
+    # sin(fl(pi)) = pi - fl(pi); sin(1e22) needs pi to 40 digits and more (a classic
+    # test of argument reduction); exp(-x^2) with x^2 taken exactly, not rounded first.
+    sin = data.sin(np.array([[np.pi], [np.pi / 2], [1e22], [-3.0], [0.0], [-0.0]]))[:, 0]
+    assert list(sin[:4]) == [1.2246467991473532e-16, 1.0, -0.8522008497671888, -0.1411200080598672]
+    assert sin[4] == 0 and np.signbit(sin[5])
+    assert data.bump(np.array([[3.0], [0.5]]))[:, 0].tolist() == [0.00012340980408667956, 0.7788007830714049]
+    sinc = data.sinc(np.array([[0.0], [np.pi], [1e-200]]))[:, 0]
+    assert sinc.tolist() == [1.0, 1.2246467991473532e-16 / np.pi, 1.0]
+    # and near the C library elsewhere: sin within a unit in the last place; exp(-x^2)
+    # within 8 on [-3, 3], where the C library's x * x, rounded, moves it by up to 4.5
+    import math
+    rng = np.random.default_rng(3)
+    for target, reference, scale, units in ((data.sin, math.sin, 32, 1), (data.bump, lambda t: math.exp(-t * t), 3, 8)):
+        x = rng.uniform(-scale, scale, 2000)
+        got, want = target(x[:, None])[:, 0], np.array([reference(t) for t in x])
+        assert np.all(np.abs(got - want) <= units * np.spacing(np.abs(want)))
+
+
+def test_targets_have_the_same_bits_whatever_code_paths_numpy_and_the_c_library_take(tmp_path):
+    # NumPy's sin and exp (and glibc's) take other code paths on other CPUs and give
+    # other last bits (1 value in 10 to 1 in 1000): the targets must not. Here the
+    # other paths are forced: NumPy without AVX2/AVX-512, glibc without FMA.
+    import os
+    import subprocess
+    import sys
+    script = ("import sys, numpy as np; from mlpsim import data\n"
+              "x = np.random.default_rng(0).uniform(-3, 3, (2000, 2))\n"
+              "np.save(sys.argv[1], np.hstack([data.TARGETS[t].fn(x) for t in ('sin', 'sinc', 'bump', 'gaussian_2d')]))")
+    env = dict(os.environ, NPY_DISABLE_CPU_FEATURES="AVX512_ICL AVX512_SPR X86_V4 X86_V3",
+               GLIBC_TUNABLES="glibc.cpu.hwcaps=-AVX2,-FMA,-FMA4,-AVX512F")
+    for name, environment in (("here", None), ("other", env)):
+        proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{name}.npy")], env=environment,
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr
+    here, other = np.load(tmp_path / "here.npy"), np.load(tmp_path / "other.npy")
+    np.testing.assert_array_equal(here.view(np.uint64), other.view(np.uint64))
+
+
 def test_default_range_follows_the_target():
     assert mlpsim.DataConfig(target="sinc").x_range == (-32.0, 32.0)
     assert mlpsim.DataConfig(target="gaussian_2d").x_range == (-2.0, 2.0)
