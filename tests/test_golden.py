@@ -45,6 +45,18 @@ GOLDEN = {  # engine version -> dtype -> file -> sha256
         "tanh float32": {"params.npy": "ec92b4e1dc9cf5232358d522068fbe875e4a68fd3ffd81afe940a5e89727024a",
                          "loss_steps.npy": "b359fe4de764d17d21b70bb69e2d012d4ec46f0988f167365b1b1421c4a98b39"},
     },
+    # 4: Adam's bias corrections correctly rounded (kernels.integer_power), not by
+    # numba's repeated squaring; float32 runs keep version 3's bytes.
+    4: {
+        "float64": {"params.npy": "2c3a61d65f1441ee534ae28fe08d726dc1e78dfa80949a083652d3d73f85561d",
+                    "loss_steps.npy": "919c832e4b8f8897f5f1f41638c295b8f4a6add0f9051358e02d83de9f0d41a3"},
+        "float32": {"params.npy": "a0f54e6d6ee2acb4380503bfa9450268516dea67b3227b19ea6ed6773ef3ecf2",
+                    "loss_steps.npy": "1e920322bc8155b02fa7a5e39aec85136fb89737bd519a00e18c461f10b503c8"},
+        "tanh float64": {"params.npy": "ba134af1c2b184f46e12c6ab453efa22641145e4abc5c1a3f732cddf77ffc899",
+                         "loss_steps.npy": "2a3a3afe645e72e35817e184d695ffcebfffa6f49c25e8d451cad0263a9a3219"},
+        "tanh float32": {"params.npy": "ec92b4e1dc9cf5232358d522068fbe875e4a68fd3ffd81afe940a5e89727024a",
+                         "loss_steps.npy": "b359fe4de764d17d21b70bb69e2d012d4ec46f0988f167365b1b1421c4a98b39"},
+    },
 }
 
 #: An x86-64 CPU with AVX2 and FMA but no AVX-512, as LLVM sees it.

@@ -75,3 +75,46 @@ def test_training_matches_reference_loop(tmp_path, opt, variant, ref_name):
         np.testing.assert_allclose(run.params[e, -1], theta, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(run.loss_steps[e], losses, rtol=1e-9)
         np.testing.assert_allclose(run.loss[e, :-1], losses[::10], rtol=1e-9)
+
+
+def _powers(b, ts):
+    import numba
+
+    @numba.njit
+    def run(b, ts, out):
+        for i in range(ts.size):
+            out[i] = kernels.integer_power(b, ts[i])
+    out = np.empty(ts.size)
+    run(b, ts, out)
+    return out
+
+
+def test_bias_correction_powers_are_correctly_rounded():
+    # Adam's beta ** t: numba's own ** squares in plain float64 (0.9 ** 4 is one unit
+    # off) up to t = 65536 and calls the C library's pow beyond, whose last bit
+    # depends on the CPU; kernels.integer_power is correctly rounded, from multiplies
+    # and fused multiply-adds only.
+    from decimal import Decimal, localcontext
+    ts = np.concatenate([np.arange(0, 400), np.random.default_rng(0).integers(400, 300_000, 300)]).astype(np.int64)
+    for b in (0.9, 0.999, 0.99, 0.9999, 0.5, 1.0):
+        got = _powers(b, ts)
+        with localcontext() as ctx:
+            ctx.prec = 60
+            exact = np.array([float(Decimal(b) ** int(t)) for t in ts])
+        normal = exact >= 1e-290  # below, the double-double's low half underflows
+        np.testing.assert_array_equal(got[normal], exact[normal], err_msg=str(b))
+        assert np.all(np.abs(got[~normal] - exact[~normal]) <= 2 * np.spacing(exact[~normal]))
+
+
+def test_an_adam_step_uses_the_correctly_rounded_bias_corrections():
+    # at t = 4, 1 - 0.9 ** 4 by repeated squaring is one unit off the correctly rounded
+    # one; theta starts at 0, so that the step is not rounded away
+    g = np.array([[0.5]])
+    th, m, v = np.array([[0.0]]), np.array([[0.2]]), np.array([[0.3]])
+    cfg = mlpsim.TrainConfig(lr=0.001)
+    kernels.optimizer_update(th, g, m, v, np.ones(1, np.uint8), np.ones(1, np.uint8), 4,
+                             cfg.optimizer_code, cfg.hyper())
+    m4 = 0.9 * 0.2 + (1 - 0.9) * 0.5  # the kernel's arithmetic, operation by operation
+    v4 = 0.999 * 0.3 + (1 - 0.999) * (0.5 * 0.5)
+    step = 0.001 * np.sqrt(1 - 0.999 ** 4) / (1 - 0.9 ** 4)  # Python floats: the C library's pow
+    assert th[0, 0] == 0.0 - step * m4 / (np.sqrt(v4) + 1e-5)
