@@ -72,6 +72,7 @@ from . import stats
 from .config import Config, ConfigError, preset
 from .data import TARGETS
 from .errors import unknown_name_message
+from .kernels import ENGINE_VERSION
 from .store import atomic_write_bytes, atomic_write_json, check_memory, read_json
 
 #: factor -> (levels, the seed's level)
@@ -262,7 +263,8 @@ def condition_task(job, stop=None) -> dict:
     if record_path.exists():
         try:
             old = read_json(record_path)
-            if old.get("config_sha256") == cfg.sha256() and old.get("analysis_version") == ANALYSIS_VERSION:
+            if (old.get("config_sha256") == cfg.sha256() and old.get("analysis_version") == ANALYSIS_VERSION
+                    and old.get("engine_version") == ENGINE_VERSION):
                 return old
         except Exception:  # noqa: BLE001 - a damaged record is measured again
             pass
@@ -274,7 +276,7 @@ def condition_task(job, stop=None) -> dict:
     t1 = time.perf_counter()
     healthy = run.healthy_instances()
     record = {"condition": name, "status": "complete", "config_sha256": cfg.sha256(),
-              "analysis_version": ANALYSIS_VERSION, "run_dir": str(run.path),
+              "analysis_version": ANALYSIS_VERSION, "engine_version": ENGINE_VERSION, "run_dir": str(run.path),
               "instances": int(run.n_instances), "healthy": [int(i) for i in healthy], "cells": [], "claims": {}}
     if healthy.size >= 2:
         sub = run.select_instances(healthy) if healthy.size < run.n_instances else run
@@ -494,7 +496,7 @@ def run_atlas(out, size: str = "default", only=None, workers=None, scheduler=Non
                             "config_sha256": cfg.sha256()} for c, cfg in built]})
         jobs = []
         for c, cfg in built:
-            run_dir = out / "runs" / f"{_slug(c.name)}-{cfg.sha256()[:8]}"
+            run_dir = out / "runs" / f"{_slug(c.name)}-{cfg.sha256()[:8]}-engine{ENGINE_VERSION}"
             jobs.append((c.name, cfg.to_dict(), str(run_dir.resolve()), str(_record_path(out, c.name).resolve()), opts))
         # the costliest conditions first, so that no long one starts last and keeps a core alone at the end
         cost = {c.name: cfg.train.instances * cfg.train.steps * cfg.data.n * _n_params(cfg) for c, cfg in built}

@@ -133,8 +133,10 @@ def default_runs_dir() -> Path:
 
 
 def run_path(config: Config, runs_dir=None) -> Path:
-    """The folder of ``config``'s run in the runs folder: named by its configuration's hash."""
-    return Path(runs_dir or default_runs_dir()) / config.sha256()[:16]
+    """The folder of ``config``'s run in the runs folder: named by its configuration's
+    hash and the engine version (a new version trains anew: its last bits differ)."""
+    from .kernels import ENGINE_VERSION
+    return Path(runs_dir or default_runs_dir()) / f"{config.sha256()[:16]}-engine{ENGINE_VERSION}"
 
 
 def find_or_train(config: Config, runs_dir=None, progress=None, log=print):

@@ -592,9 +592,10 @@ def obtain_run(config: Config, run_dir, progress=None, log=print, stop=None):
     """The finished run of ``config`` in ``run_dir``: reused, resumed or trained.
 
     A complete run with the same configuration is reused (and said so); an
-    unfinished or half-created one is resumed; a run with another configuration
-    or a corrupt one is an error naming the problem. ``stop`` is passed to
-    :func:`mlpsim.train`.
+    unfinished or half-created one is resumed; a run with another configuration,
+    one trained by another engine version (whose results differ in their last
+    bits: :data:`mlpsim.kernels.ENGINE_VERSION`) or a corrupt one is an error
+    naming the problem. ``stop`` is passed to :func:`mlpsim.train`.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not is_run_dir(run_dir):
@@ -604,6 +605,11 @@ def obtain_run(config: Config, run_dir, progress=None, log=print, stop=None):
         if old.to_dict() != config.to_dict():
             raise RunError(f"{str(run_dir)!r} holds a run with a different configuration; "
                            "choose another folder, or pass --run to analyse that run as it is")
+        engine = manifest.get("engine", {}).get("version")
+        if manifest["status"] == "complete" and engine != kernels.ENGINE_VERSION:
+            raise RunError(f"{str(run_dir)!r} holds a run trained by engine version {engine}, and this mlpsim "
+                           f"trains with version {kernels.ENGINE_VERSION} (other last bits): delete it to train "
+                           "it again, or pass --run to analyse that run as it is")
         if manifest["status"] == "complete":
             log(f"reusing the finished run in {run_dir} (same configuration; nothing trained)")
             return load_run(run_dir)

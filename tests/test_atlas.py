@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import mlpsim
-from mlpsim import atlas
+from mlpsim import atlas, kernels
 from mlpsim.cli import EXIT_BAD_INPUT, EXIT_IO, main
 
 
@@ -164,6 +164,20 @@ def test_a_finished_atlas_is_reused(tiny):
     t0 = time.perf_counter()
     again = atlas.run_atlas(out, size="tiny", workers=2, log=quiet)
     assert time.perf_counter() - t0 < 15 and again["missing"] == []
+
+
+def test_a_record_of_another_engine_version_is_measured_again(tiny):
+    # its numbers come from runs whose last bits another engine computed
+    out, _, _ = tiny
+    record = sorted(out.glob("records/*.json"))[0]
+    old = json.loads(record.read_text())
+    assert old["engine_version"] == kernels.ENGINE_VERSION
+    old["engine_version"] -= 1
+    old["claims"] = "stale"
+    record.write_text(json.dumps(old))
+    atlas.run_atlas(out, size="tiny", workers=2, log=quiet)
+    new = json.loads(record.read_text())
+    assert new["engine_version"] == kernels.ENGINE_VERSION and new["claims"] != "stale"
 
 
 def test_dry_run_estimate_is_within_a_factor_two(tiny):

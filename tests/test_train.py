@@ -280,3 +280,25 @@ def test_software_multiply_adds_are_reported_once_even_when_quiet(tmp_path, monk
     monkeypatch.setattr(simd, "fma_warning", lambda: None)
     mlpsim.train(SMALL, tmp_path / "c", progress=False)
     assert "FMA" not in capsys.readouterr().err
+
+
+def test_a_finished_run_of_another_engine_version_is_not_reused(tmp_path, monkeypatch):
+    # Its last bits are another engine's: studies and atlases must not take it for
+    # this mlpsim's result. The runs folder of studies names the engine version, so a
+    # new version trains anew there; anywhere else the user is told.
+    from mlpsim import study
+    from mlpsim.training import obtain_run
+    cfg = preset("tiny").with_overrides(["train.steps=20"])
+    out = tmp_path / "run"
+    mlpsim.train(cfg, out, progress=False)
+    said = []
+    assert obtain_run(cfg, out, log=said.append).manifest["status"] == "complete"
+    assert "reusing the finished run" in said[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["engine"]["version"] -= 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match=r"trained by engine version \d+, and this mlpsim trains with version"):
+        obtain_run(cfg, out, log=said.append)
+    here = study.run_path(cfg, tmp_path)
+    monkeypatch.setattr(mlpsim.kernels, "ENGINE_VERSION", mlpsim.kernels.ENGINE_VERSION + 1)
+    assert study.run_path(cfg, tmp_path) != here and study.run_path(cfg, tmp_path).parent == here.parent
