@@ -15,7 +15,8 @@ that reads like a lab notebook. It holds only its question:
 
 Everything else lives here: the registry behind ``mlpsim study NAME``; the
 run store lookup (a run lives in the runs folder under its configuration's
-hash, so every study that needs the seed run finds the one already trained);
+hash and the engine version, so every study that needs the seed run finds the one
+already trained);
 ``meta.json``; one writer for ``summary.md`` / ``summary.json``; links from
 the study's folder to the runs it used.
 
