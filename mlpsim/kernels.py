@@ -987,8 +987,8 @@ def integer_power(b, t):
     """``b ** t`` for a float64 ``b`` and an integer ``t >= 0``, by squaring in
     double-double arithmetic and rounding once: correctly rounded but for a value
     within about 1e-29 of a midpoint between floats, or below about 1e-290 (where
-    the low half underflows; checked against exact powers of 0.9, 0.99, 0.999
-    and 0.9999 to the 20 000th). Not numba's ``b ** t``: it squares in plain
+    the low half underflows; tests/test_optim.py checks six bases against exact
+    decimal powers, t up to 300 000). Not numba's ``b ** t``: it squares in plain
     float64 (up to t = 65536; 0.9 ** 4 is already one unit off) and beyond calls the
     C library's ``pow``, whose last bit depends on the CPU (glibc's gives other
     bits with and without FMA for 175 of the exponents 1 to 250 000 of 0.999)."""
