@@ -12,11 +12,13 @@ process, so figures can be read as ratios on a noisy shared machine:
 * ``wide``: forward+backward of 1-256-256-256-1 on 5000 samples, vs. NumPy's BLAS
   matmuls of the same shapes.
 """
+import numba
 import numpy as np
 import pytest
 import reference as ref
 
 import mlpsim
+from mlpsim import bench
 
 SEED = mlpsim.preset("seed")
 STEPS = 10
@@ -86,49 +88,29 @@ def test_linear_scaling(benchmark, instances, steps):
     benchmark(ens.run, steps)
 
 
-WIDE = [1, 256, 256, 256, 1]
+WIDE = list(bench.WIDE)
 
 
 @pytest.fixture(scope="module")
 def wide_problem():
-    net = mlpsim.MLP(WIDE)
-    rng = np.random.default_rng(1)
-    x = rng.uniform(-3, 3, (5000, 1))
-    y = np.sin(x)
-    theta = net.init(seed=0)
-    net.loss_and_grad(theta, x, y)
-    return net, theta, x, y
+    """The wide pass of ``mlpsim bench`` (its network, data and BLAS floor), compiled."""
+    return bench.WidePass(threads=numba.get_num_threads())
 
 
 @pytest.mark.benchmark(group="wide")
 def test_wide_forward_backward(benchmark, wide_problem):
-    net, theta, x, y = wide_problem
-    loss, grad = benchmark(net.loss_and_grad, theta, x, y)
+    w = wide_problem
+    loss, grad = benchmark(w.net.loss_and_grad, w.theta, w.x, w.y)
     assert np.isfinite(loss)
 
 
 @pytest.mark.benchmark(group="wide")
 def test_wide_numpy_blas_matmuls(benchmark, wide_problem):
     """The BLAS floor: the matmuls of the same forward and backward pass, nothing else."""
-    net, theta, x, y = wide_problem
-    Ws = [np.ascontiguousarray(W) for W in net.weights(theta)]
-    acts = [x]
-    for W in Ws:
-        acts.append(acts[-1] @ W.T)
-    deltas = [np.ones_like(a) for a in acts[1:]]
-
-    def matmuls():
-        a = x
-        for W in Ws:
-            a = a @ W.T
-        for l in range(len(Ws) - 1, -1, -1):
-            deltas[l].T @ acts[l]
-            if l > 0:
-                deltas[l] @ Ws[l]
-    benchmark(matmuls)
+    benchmark(wide_problem.blas_matmuls)
 
 
 @pytest.mark.benchmark(group="wide")
 def test_wide_numpy_reference(benchmark, wide_problem):
-    net, theta, x, y = wide_problem
-    benchmark(ref.loss_and_grad, theta, WIDE, x, y)
+    w = wide_problem
+    benchmark(ref.loss_and_grad, w.theta, WIDE, w.x, w.y)

@@ -11,7 +11,8 @@ less than two cores), and mlpsim's seed
 step (the notebook's 1-8-8-8-1 network, 5000 points, one full-batch Adam step)
 for 1 network on 1 thread and 64 networks on 2 threads, in float64 and float32,
 as GFLOP/s and as % of that peak; and one forward + backward pass of the wide
-1-256-256-256-1 network against the BLAS matmuls of the same pass. The benchmarks in ``benchmarks/`` report the
+1-256-256-256-1 network against the BLAS matmuls of the same pass (:class:`WidePass`,
+also behind ``benchmarks/test_bench_engine.py``). The benchmarks in ``benchmarks/`` report the
 same ratios. Peaks and steps are measured in interleaved rounds and each figure
 is its best round (:func:`run`); a figure whose repeats or rounds differ by more
 than 30 % is marked noisy (another program, or another virtual machine on the
@@ -173,7 +174,8 @@ class WidePass:
         self.deltas = [np.ones_like(a) for a in self.acts[1:]]
         self.time(0.0)
 
-    def _matmuls(self):
+    def blas_matmuls(self):
+        """The matmuls of the pass, nothing else: the BLAS floor."""
         a = self.x
         for W in self.Ws:  # forward
             a = a @ W.T
@@ -197,7 +199,7 @@ class WidePass:
                     t0 = time.perf_counter()
                     self.net.loss_and_grad(self.theta, self.x, self.y)
                     t1 = time.perf_counter()
-                    self._matmuls()
+                    self.blas_matmuls()
                     ours, blas = min(ours, t1 - t0), min(blas, time.perf_counter() - t1)
                     calls += 1
         finally:
