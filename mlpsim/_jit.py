@@ -12,15 +12,20 @@ training path is bit-reproducible:
   (its kernels inline ``kernels.forward_chunk``); after editing ``simd.py`` or
   ``simd_ir.py``, every ``mlpsim/__pycache__/*.nb*`` (their IR is compiled into
   every kernel); or run with ``NUMBA_CACHE_DIR`` pointing to an empty folder.
-  A fresh install starts with an empty cache.
+  A fresh install starts with an empty cache. Several processes may fill one
+  cache at once (a sweep's workers on a fresh install): see :class:`_LockedCacheFile`.
 * ``boundscheck=False``: kernels are only called by the validating Python API,
   which guarantees shapes.
 * ``error_model="numpy"``: division by zero gives inf/nan instead of raising, so a
   diverging run is reported by the training loop (with instance and step) rather
   than by an obscure exception inside compiled code.
 """
+import contextlib
+import os
+
 import numba
 import numpy as np
+from numba.core import caching
 
 #: Seconds a cold start spends compiling the training kernels (measured: a
 #: 10-step seed run with an empty cache took 16.9-17.8 s in all, 2-core Intel Xeon
@@ -30,12 +35,64 @@ TRAINING_COMPILE_SECONDS = 17
 
 JIT_OPTIONS = dict(cache=True, fastmath=False, boundscheck=False, error_model="numpy", nogil=True)
 
-#: Decorator for serial kernels.
-kernel = numba.njit(**JIT_OPTIONS)
+#: The lock file beside numba's cache files (one per cache folder).
+CACHE_LOCK_NAME = "mlpsim-numba-cache.lock"
 
-#: Decorator for kernels that use ``prange``. Only used where the parallel loop
-#: writes disjoint outputs, so results do not depend on the thread count.
-parallel_kernel = numba.njit(parallel=True, **JIT_OPTIONS)
+
+class _LockedCacheFile(caching.IndexDataCacheFile):
+    """numba's cache files of one kernel (an index, and one data file per entry), under a lock.
+
+    numba's cache is not safe when two processes save one kernel for different
+    argument types at once (numba issues #4807 and #10128): both read the index,
+    both take data file 1, and the index can end up naming float32 machine code
+    for float64 arrays, which every later process then runs. A sweep or an atlas
+    starts several workers on a fresh install's empty cache, with both dtypes. So
+    a save holds an exclusive lock from reading the index to writing its data, and
+    a load a shared one (a load between the index and the data would read a
+    stale data file). Where no lock can be had (no ``fcntl``, a read-only
+    folder) it is numba's behaviour.
+    """
+
+    def save(self, key, data):
+        with _cache_lock(self._cache_path, exclusive=True):
+            super().save(key, data)
+
+    def load(self, key):
+        with _cache_lock(self._cache_path, exclusive=False):
+            return super().load(key)
+
+
+@contextlib.contextmanager
+def _cache_lock(folder: str, exclusive: bool):
+    try:
+        import fcntl
+        fd = os.open(os.path.join(folder, CACHE_LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):  # Windows, or a folder we cannot write: nobody else can either
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _locked(dispatcher):
+    files = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if type(files) is caching.IndexDataCacheFile:  # numba's layout as we know it; else leave it alone
+        files.__class__ = _LockedCacheFile
+    return dispatcher
+
+
+def kernel(fn):
+    """Decorator for serial kernels."""
+    return _locked(numba.njit(**JIT_OPTIONS)(fn))
+
+
+def parallel_kernel(fn):
+    """Decorator for kernels that use ``prange``. Only used where the parallel loop
+    writes disjoint outputs, so results do not depend on the thread count."""
+    return _locked(numba.njit(parallel=True, **JIT_OPTIONS)(fn))
 
 
 def cached(*dispatchers, dtype=None) -> bool:

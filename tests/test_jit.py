@@ -115,3 +115,63 @@ def test_the_training_kernels_compile_once_per_dtype(tmp_path):
     assert out.returncode == 0, out.stderr
     counts = dict(item.split("=") for item in out.stdout.split())
     assert counts and all(c == "1" for c in counts.values()), out.stdout
+
+
+def test_two_processes_saving_one_kernel_at_once_keep_index_and_machine_code_together(tmp_path, monkeypatch):
+    """numba's own cache files let a float64 entry name float32 machine code when two
+    processes save at once; mlpsim's lock keeps them consistent.
+
+    Two writers (threads with their own lock descriptors, as two processes would
+    have) are steered into the interleaving that corrupts: both read the index
+    before either writes it, the second writes index and data, the first its data
+    last. With the lock the second waits instead, and both entries survive.
+    """
+    import threading
+
+    from numba.core import caching
+    stamp = "source-stamp"
+    files = [_jit._LockedCacheFile(str(tmp_path), "kernel", stamp) for _ in range(2)]
+    a_loaded, b_loaded, a_index_saved, b_done = (threading.Event() for _ in range(4))
+    wait = 1.0  # each step waits at most this long for the other writer (it cannot come under the lock)
+    original_load, original_save_index, original_save_data = (
+        caching.IndexDataCacheFile._load_index, caching.IndexDataCacheFile._save_index,
+        caching.IndexDataCacheFile._save_data)
+
+    def load_index(self):
+        index = original_load(self)
+        if self is files[0]:
+            a_loaded.set()
+            b_loaded.wait(wait)
+        else:
+            b_loaded.set()
+            a_index_saved.wait(wait)
+        return index
+
+    def save_index(self, overloads):
+        original_save_index(self, overloads)
+        if self is files[0]:
+            a_index_saved.set()
+
+    def save_data(self, name, data):
+        if self is files[0]:
+            b_done.wait(wait)
+        original_save_data(self, name, data)
+
+    monkeypatch.setattr(caching.IndexDataCacheFile, "_load_index", load_index)
+    monkeypatch.setattr(caching.IndexDataCacheFile, "_save_index", save_index)
+    monkeypatch.setattr(caching.IndexDataCacheFile, "_save_data", save_data)
+    first = threading.Thread(target=files[0].save, args=("float64", "float64 machine code"))
+    first.start()
+    assert a_loaded.wait(5)
+    files[1].save("float32", "float32 machine code")
+    b_done.set()
+    first.join()
+    monkeypatch.undo()
+    reader = caching.IndexDataCacheFile(str(tmp_path), "kernel", stamp)
+    assert reader.load("float32") == "float32 machine code"  # numba's: float64 code, run on float32 arrays
+    assert reader.load("float64") == "float64 machine code"
+
+
+def test_the_kernels_use_the_locked_cache():
+    assert type(kernels.train_steps._cache._cache_file) is _jit._LockedCacheFile
+    assert type(kernels.chunk_gradients._cache._cache_file) is _jit._LockedCacheFile
