@@ -431,3 +431,30 @@ def test_power_on_moderate_planted_effects(name, net, make):
         final = final + 0.05 * final.std() * rng.normal(size=final.shape) * (net.free > 0)
         found += claims.evaluate(name, planted.trajectory(net, init, final), seed=rep).status == "supported"
     assert found / 50 >= 0.8
+
+
+@pytest.mark.parametrize("widths", [[1, 6, 1], [2, 5, 7, 3, 4, 2], [1, 8, 8, 8, 1]])
+def test_pair_group_means_equal_the_pair_by_pair_definition(widths):
+    """Both ways of summing r^2 by pair category and distance (the E x E kernels, the
+    squared correlation blocks) equal the mean over the labelled pairs of R."""
+    net = mlpsim.MLP(widths)
+    w_idx, *_ = mlpsim.analysis.edge_table(net)
+    rng = np.random.default_rng(len(widths))
+    E = 9
+    Z = rng.normal(size=(3, E, w_idx.size)) + rng.normal(size=(3, 1, w_idx.size))  # correlated columns
+    Z[:, :, 4] = 7.0  # a constant column: left out of every pair
+    Z, keep = claims._standardized_columns(Z)
+    pairs = claims._PairGroups(net, keep[0])
+    iu = np.triu_indices(w_idx.size, k=1)
+    ok = keep[0][iu[0]] & keep[0][iu[1]]
+    labels = {"category": mlpsim.analysis.pair_categories(net)[iu][ok],
+              "distance": mlpsim.analysis.edge_distances(net)[iu][ok]}
+    for way in (pairs._sums_by_kernels, pairs._sums_by_blocks):
+        got = pairs.means_of(way(Z))
+        for b in range(Z.shape[0]):
+            r2 = ((Z[b].T @ Z[b] / E)[iu][ok]) ** 2
+            for kind, g in labels.items():
+                for code in range(got[kind].shape[1]):
+                    expected = r2[g == code].mean() if np.any(g == code) else np.nan
+                    np.testing.assert_allclose(got[kind][b, code], expected, rtol=1e-12, err_msg=f"{way.__name__} {kind} {code}")
+    assert pairs.counts["category"][0] == 0 and pairs.counts["category"].sum() == ok.sum()
