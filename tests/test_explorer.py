@@ -149,12 +149,10 @@ def test_a_wide_network_thins_its_edges_and_stays_quick(tmp_path):
     assert seconds < 30 and info["bytes"] < 5e6
 
 
-def test_the_report_of_a_study(tmp_path, capsys):
-    out = tmp_path / "out"
-    assert main(["study", "seed", "--preset", "tiny", "--out", str(out / "seed"), "--quiet"]) == 0
-    text = capsys.readouterr().out
-    assert f"explorer: {out / 'seed' / 'explorer-tiny.html'}" in text and "report: " in text
-    report = out / "report"
+def test_the_report_of_a_study(seed_study_output):
+    study, text = seed_study_output  # `mlpsim study seed` writes the explorer and the report too
+    assert f"explorer: {study / 'explorer-tiny.html'}" in text and "report: " in text
+    report = study.parent / "report"
     assert (report / "index.html").exists() and (report / "notebook.html").exists()
     dom, console, _ = open_page(report / "index.html")
     no_errors_in_report(console)

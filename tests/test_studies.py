@@ -14,14 +14,12 @@ from mlpsim.cli import main
 
 FIGURES = ["fig1_histograms", "fig2_density", "fig3_surface", "fig4_variance", "fig5_per_layer",
            "fig6_normalized", "fig7_trajectories", "fig8_tails", "fig9_loss"]
-TINY16 = ["--preset", "tiny", "--set", "train.instances=16"]
+TINY16 = ["--preset", "tiny", "--set", "train.instances=16"]  # as conftest.seed_study_output runs it
 
 
 @pytest.fixture(scope="module")
-def seed_study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("study") / "seed"
-    assert main(["study", "seed", *TINY16, "--out", str(out), "--no-progress"]) == 0
-    return out
+def seed_study(seed_study_output):
+    return seed_study_output[0]
 
 
 def test_seed_study_writes_every_promised_file(seed_study):
