@@ -904,12 +904,14 @@ class _PairGroups:
     union of products of structured sets of weights (a row of a matrix, a column, a
     layer):
 
-    * few instances (E <= P / 4, the usual case): for columns z of an ensemble,
+    * few instances (4 E at most the largest matrix's size): for columns z of an ensemble,
       the sum of (z_p . z_q)^2 over p in A, q in B is <K_A, K_B>, the Frobenius
       product of the E x E matrices K_S = sum over p in S of z_p z_p^T. That costs
-      P E^2 per ensemble, not P^2 E (1.6 s for the network above);
+      P E^2 per ensemble, not P^2 E (1.3 s for the network above; 1-32-32-32-1:
+      1.1 s, 14 s the other way);
     * many instances: the correlations one block of layers at a time, each category
-      summed from the squared block as a trace over the units its pairs share.
+      summed from the squared block as a trace over the units its pairs share
+      (depth 8, width 8, 64 instances: 3x faster than the kernels).
 
     Each category lies at one distance (checked here), so a distance's sum is the sum
     of its categories'. Constant columns are 0 after standardizing: they add nothing,
@@ -936,7 +938,7 @@ class _PairGroups:
         """{"category" | "distance": (B, groups) mean r^2} of the stack Z (B, E, P) of
         standardized ensembles (nan for a group without pairs)."""
         E = Z.shape[1]
-        if 4 * E <= sum(a * b for a, b in self.shapes):
+        if 4 * E <= max(a * b for a, b in self.shapes):  # the faster way, measured on both sides
             sums_of, held = self._sums_by_kernels, E * E * max(a + b for a, b in self.shapes)
         else:
             sums_of, held = self._sums_by_blocks, max(a * b for a, b in self.shapes) ** 2
