@@ -19,6 +19,9 @@ training path is bit-reproducible:
 * ``error_model="numpy"``: division by zero gives inf/nan instead of raising, so a
   diverging run is reported by the training loop (with instance and step) rather
   than by an obscure exception inside compiled code.
+
+It also sets how long idle OpenMP threads spin (:data:`OMP_SPIN`), before numba
+starts its threads.
 """
 import contextlib
 import os
@@ -26,6 +29,24 @@ import os
 import numba
 import numpy as np
 from numba.core import caching
+
+#: GNU OpenMP's spin count for a parallel kernel's idle threads, unless the user chose one
+#: (``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` set). libgomp's default, 300000 spins, is
+#: harmless while one mlpsim process has the cores, and a disaster when two do (two
+#: trainings, a study beside a sweep): each process's waiting thread spins on the core the
+#: other process's working thread needs, and every parallel region (two per training
+#: step) then waits for a scheduler time slice. Measured on the Xeon model 207 (2 cores,
+#: seed step, 5 nets, 2 threads each, two processes at once): 15.6 ms per step with the
+#: default, 0.50 ms with 1000 spins, 0.42 ms with one thread each. Alone, 1000 spins are
+#: as fast as the default (245-260 us per step; the gap between two regions is
+#: microseconds), while sleeping at once (``OMP_WAIT_POLICY=passive``) costs 40 %.
+#: ``benchmarks/test_bench_contention.py`` measures it. Read by libgomp when it loads,
+#: at numba's first parallel call: so this must run before that (mlpsim imports this
+#: module before any kernel runs; in a process that ran a numba parallel function
+#: before importing mlpsim it has no effect). Importing numba does not load it.
+OMP_SPIN = "1000"
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = OMP_SPIN
 
 #: Seconds a cold start spends compiling the training kernels (measured: a
 #: 10-step seed run with an empty cache took 16.9-17.8 s in all, 2-core Intel Xeon

@@ -1,10 +1,12 @@
-"""The compile notice: said before a cold start compiles, silent once numba's cache holds the code."""
+"""numba set-up: the compile notice, the cache lock, the spin count of idle OpenMP threads."""
 import importlib.util
 import os
 import subprocess
 import sys
 
+import numba
 import numpy as np
+import pytest
 
 import mlpsim
 from mlpsim import _jit, kernels
@@ -88,7 +90,9 @@ def test_train_says_it_compiles_unless_quiet(tmp_path, monkeypatch, capsys):
 
 
 COMPILE_ONCE = '''
+import numba
 import numpy as np
+import pytest
 from mlpsim import kernels
 from mlpsim.training import Ensemble, build_net, initial_params, training_data
 import mlpsim
@@ -175,3 +179,27 @@ def test_two_processes_saving_one_kernel_at_once_keep_index_and_machine_code_tog
 def test_the_kernels_use_the_locked_cache():
     assert type(kernels.train_steps._cache._cache_file) is _jit._LockedCacheFile
     assert type(kernels.chunk_gradients._cache._cache_file) is _jit._LockedCacheFile
+
+
+def _libgomp_spin_count(tmp_path, **env_vars):
+    """The spin count libgomp reports it loaded with, in a training process (None: not GNU OpenMP)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(OMP_DISPLAY_ENV="verbose", **env_vars)
+    out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+    proc = subprocess.run([sys.executable, "-m", "mlpsim", "train", "--preset", "tiny", "--set", "train.steps=2",
+                           "--threads", "2", "--quiet", "--out", str(out)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip().startswith("GOMP_SPINCOUNT")]
+    return lines[0].split("=")[1].strip().strip("'") if lines else None
+
+
+def test_idle_openmp_threads_spin_briefly_unless_the_user_chose(tmp_path):
+    # two processes whose waiting threads spin on each other's cores run 38x slower (see _jit.OMP_SPIN)
+    if numba.config.THREADING_LAYER not in ("default", "omp", "safe", "threadsafe"):
+        pytest.skip(f"numba's threading layer is {numba.config.THREADING_LAYER}")
+    spin = _libgomp_spin_count(tmp_path)
+    if spin is None:
+        pytest.skip("numba's OpenMP is not GNU libgomp")
+    assert spin == _jit.OMP_SPIN
+    assert _libgomp_spin_count(tmp_path, GOMP_SPINCOUNT="5000") == "5000"
+    assert _libgomp_spin_count(tmp_path, OMP_WAIT_POLICY="active") != _jit.OMP_SPIN
