@@ -38,17 +38,17 @@ def _config_from_args(args) -> Config:
 
 def cmd_train(args) -> int:
     from .store import check_memory, fmt_bytes
-    from .training import build_net, estimate_seconds, train
+    from .training import build_net, check_threads, estimate_seconds, train
     cfg = _config_from_args(args)
+    check_threads(args.threads)  # before a dry run prints anything
     if args.dry_run:
         need = check_memory(cfg, args.threads)  # refuses what cannot fit, before building anything
         net = build_net(cfg)
         print(cfg.to_toml())
         t = cfg.train
-        schedule = t.schedule()
-        print(f"# network: {net!r}")
-        print(f"# {t.instances} instance(s) x {t.steps} steps, {len(schedule)} checkpoints "
-              f"(steps {schedule[0]} .. {schedule[-1]})")
+        print(f"# network: {net!r}")  # the checkpoint count is computed, not listed: steps may be absurd
+        print(f"# {t.instances} instance(s) x {t.steps} steps, {need['checkpoints']} checkpoints "
+              f"(steps 0 .. {t.steps})")
         print(f"# disk space: {fmt_bytes(need['disk'])}; memory: about {fmt_bytes(need['memory'])}")
         seconds, per_step = estimate_seconds(cfg, threads=args.threads)
         print(f"# time: about {_fmt_seconds(seconds)} on this machine ({per_step * 1e6:.0f} us per step for "
@@ -219,7 +219,13 @@ def cmd_sweep(args) -> int:
         raise ConfigError("--out DIR is required (or use --dry-run)")
     rows = run_sweep(args.sweep, args.out, workers=args.workers, scheduler=args.scheduler,
                      dask_local=args.dask_local)
-    print(f"{len(rows)} runs; summary: {Path(args.out) / 'summary.csv'}")
+    failed = sorted(r["run"] for r in rows if r["status"].startswith("failed"))
+    complete = sum(r["status"] == "complete" for r in rows)
+    print(f"{len(rows)} runs, {complete} complete; summary: {Path(args.out) / 'summary.csv'}")
+    if failed:  # the others are kept; the exit status must not say all went well
+        print(f"mlpsim: {len(failed)} run(s) failed (diverged or stopped by an error; the reason is in "
+              f"summary.csv): {', '.join(failed)}", file=sys.stderr)
+        return EXIT_DIVERGED
     return 0
 
 
@@ -283,6 +289,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"need a whole number >= 1, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"need a whole number >= 0, got {text!r}")
     return value
 
 
@@ -354,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--run", help="a complete run directory")
     v.add_argument("--list", action="store_true", help="list the claims with their measure, null, test and rule")
     v.add_argument("--json", action="store_true", help="print the verdict as JSON")
-    v.add_argument("--seed", type=int, default=0, help="seed of the randomized nulls (default 0)")
+    v.add_argument("--seed", type=_seed, default=0, help="seed of the randomized nulls (default 0)")
     v.add_argument("--table", nargs="+", metavar="OUT",
                    help="print a markdown table of the verdicts in these study output folders")
     v.add_argument("--into", metavar="FILE.md",
@@ -375,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--size", default="default", help="tiny (seconds) | default (about an hour) | large (a cluster)")
     a.add_argument("--only", action="append", metavar="FACTOR[=LEVEL,...]",
                    help="restrict the design to these factors (and levels); repeatable")
-    a.add_argument("--seed", type=int, default=0, help="seed of the sampled combinations (default 0)")
+    a.add_argument("--seed", type=_seed, default=0, help="seed of the sampled combinations (default 0)")
     a.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="change the seed configuration the factors vary around (repeatable)")
     a.add_argument("--dry-run", action="store_true", help="the conditions, runs, disk and a calibrated time estimate")

@@ -64,6 +64,27 @@ class ConfigError(ValueError):
     """A configuration value or file is invalid; the message names the key."""
 
 
+def read_toml_file(path, what: str) -> dict:
+    """The tables of a TOML file; every way it can be unreadable is a ConfigError naming ``what``
+    (e.g. "config file") and the path."""
+    where = f"{what} {str(path)!r}"
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where} is a directory") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} is not text (TOML files are UTF-8)") from None
+    except RecursionError:
+        raise ConfigError(f"{where} nests too deeply to be a configuration") from None
+    except PermissionError:
+        raise ConfigError(f"{where} cannot be read (permission denied)") from None
+
+
 def _require(cond: bool, key: str, message: str):
     if not cond:
         raise ConfigError(f"{key}: {message}")
@@ -304,21 +325,7 @@ class Config:
     @classmethod
     def from_toml(cls, path) -> "Config":
         """Read a TOML file; parse errors and unknown keys name the file and key."""
-        try:
-            with open(path, "rb") as fh:
-                d = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except IsADirectoryError:
-            raise ConfigError(f"config file {str(path)!r} is a directory") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {str(path)!r} is not text (TOML files are UTF-8)") from None
-        except RecursionError:
-            raise ConfigError(f"config file {str(path)!r} nests too deeply to be a configuration") from None
-        except PermissionError:
-            raise ConfigError(f"config file {str(path)!r} cannot be read (permission denied)") from None
+        d = read_toml_file(path, "config file")
         return cls.from_dict(d)
 
     def with_values(self, values=None, **kwargs) -> "Config":

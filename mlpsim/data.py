@@ -39,7 +39,7 @@ from decimal import Decimal, getcontext, localcontext
 
 import numpy as np
 
-from .errors import unknown_name_message
+from .errors import file_read_problem, unknown_name_message
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ def load_data_file(path, d_in: int, d_out: int):
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, UnicodeDecodeError, KeyError) as exc:
         if str(exc).startswith(repr(path)) or "must" in str(exc):
             raise
-        raise ValueError(f"cannot read data file {path!r} ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise ValueError(f"cannot read data file {path!r}: {file_read_problem(exc)}") from None
     x, y = np.asarray(x), np.asarray(y)
     for name, a in (("x", x), ("y", y)):
         if np.iscomplexobj(a):

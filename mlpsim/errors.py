@@ -14,3 +14,11 @@ def unknown_name_message(kind: str, name, allowed) -> str:
 
 class ClaimError(ValueError):
     """A claim cannot be evaluated on this input (unknown claim, unusable run)."""
+
+
+def file_read_problem(exc: BaseException) -> str:
+    """Why numpy could not read a file, in words: ``np.load`` calls any file without the .npy or
+    .npz signature "pickled (object) data", which misleads about a truncated or foreign file."""
+    if "pickled" in str(exc):
+        return "not a NumPy .npy or .npz file (or one holding Python objects, which mlpsim does not load)"
+    return f"{type(exc).__name__}: {str(exc)[:120]}"

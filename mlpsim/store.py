@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, ConfigError
+from .errors import file_read_problem
 
 FORMAT_VERSION = 1
 STATUSES = ("running", "complete", "failed", "interrupted")
@@ -105,6 +106,8 @@ def atomic_write_bytes(path: Path, data: bytes):
     On failure (a full disk, say) the temporary file is removed and the old file stays.
     """
     path = Path(path)
+    if os.path.lexists(path) and not path.is_file():  # renaming over it would replace a folder's
+        raise OSError(errno.EEXIST, "exists and is not a regular file; not replaced", str(path))  # link, a device
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -136,6 +139,19 @@ def to_jsonable(obj):
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
+
+
+def check_output_file(path, option: str) -> Path:
+    """``path`` as a file to (re)write, or a ConfigError naming ``option``: it must have a name and
+    must not be an existing folder, device or other non-regular file (checked before any work)."""
+    raw = str(path)
+    path = Path(path)
+    if not raw.strip() or not path.name:
+        raise ConfigError(f"{option} must name a file, got {raw!r}")
+    if os.path.lexists(path) and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, a link or a pipe)"
+        raise ConfigError(f"{option} {str(path)!r} is {kind}; name a file to write")
+    return path
 
 
 def atomic_write_json(path: Path, obj):
@@ -557,7 +573,7 @@ def load_npz(path: Path) -> dict:
     except FileNotFoundError:
         raise RunError(f"{Path(path).name} is missing from {str(Path(path).parent)!r}") from None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise RunError(f"{path} is corrupt ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise RunError(f"{path} is corrupt ({file_read_problem(exc)})") from None
 
 
 def load_xy(path: Path, d_in: int, d_out: int):

@@ -26,12 +26,11 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
-from .config import Config, ConfigError, preset
+from .config import Config, ConfigError, preset, read_toml_file
 from .store import atomic_write_bytes, check_memory
 
 SUMMARY_COLUMNS = ("run", "status", "final_loss_mean", "variance_ratio_mean", "kurtosis_change_mean",
@@ -40,14 +39,7 @@ SUMMARY_COLUMNS = ("run", "status", "final_loss_mean", "variance_ratio_mean", "k
 
 def read_sweep(path) -> tuple:
     """``(base Config, grid dict)`` from a sweep file; errors name the key."""
-    try:
-        with open(path, "rb") as fh:
-            d = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"sweep file {str(path)!r} is not valid TOML: {exc}") from None
-    return parse_sweep(d)
+    return parse_sweep(read_toml_file(path, "sweep file"))
 
 
 def parse_sweep(d: dict) -> tuple:
@@ -113,8 +105,13 @@ def summary_row(run, values: dict) -> dict:
     m = run_metrics(run)
     row = {"run": Path(run.path).name, "status": run.manifest["status"]}
     row.update({f"{k}_mean": float(np.mean(v)) for k, v in m.items()})
-    row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in values.items()})
+    row.update(grid_cells(values))
     return row
+
+
+def grid_cells(values: dict) -> dict:
+    """A run's grid values as summary.csv cells (lists and tables as JSON)."""
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in values.items()}
 
 
 def write_summary_csv(path: Path, rows: list, grid_keys: list):
@@ -154,7 +151,7 @@ def run_sweep(path_or_dict, out, workers=None, log=print, scheduler=None, dask_l
         atomic_write_bytes(out / "sweep.json", (json.dumps(manifest, indent=2) + "\n").encode())
 
         def finished(job, result, progress):
-            result = {"run": Path(job[0]).name, **result}
+            result = {"run": Path(job[0]).name, **grid_cells(job[2]), **result}  # a failed run's too
             rows.append(result)
             write_summary_csv(out / "summary.csv", rows, list(grid))
             log(f"[{len(rows)}/{len(jobs)}] {Path(job[0]).name} {result['status']}{progress}")

@@ -19,6 +19,7 @@ import numpy as np
 from . import kernels
 from .config import PRESETS, Config, ConfigError, preset
 from .data import draw_inputs, load_data_file, target_function
+from .errors import file_read_problem
 from .init import init_params as draw_init_params
 from .model import MLP
 from .progress import Progress
@@ -54,6 +55,10 @@ def build_net(config: Config, masks=None) -> MLP:
     m = config.model
     if masks is None and m.masks:
         masks = load_masks(m.masks, len(m.widths) - 1)
+        try:
+            return MLP(m.widths, activation=m.activation, masks=masks, leaky_slope=m.leaky_slope)
+        except ValueError as exc:  # the file's masks do not fit the network
+            raise ConfigError(f"model.masks: {m.masks!r}: {exc}") from None
     if m.mesh_k:
         if masks is not None:
             raise ConfigError("model.mesh_k builds the masks; do not pass masks as well")
@@ -65,7 +70,11 @@ def build_net(config: Config, masks=None) -> MLP:
 def load_masks(path, n_layers: int) -> list:
     """Read ``mask_1 ... mask_L`` from an ``.npz``; absent names mean dense layers."""
     try:
-        with np.load(path) as z:
+        z = np.load(path)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ConfigError(f"model.masks: {str(path)!r} holds one array; it must be an .npz file with "
+                              f"arrays named mask_1 ... mask_{n_layers} (numpy.savez)")
+        with z:
             unknown = sorted(set(z.files) - {f"mask_{l + 1}" for l in range(n_layers)})
             if unknown:
                 raise ConfigError(f"model.masks: {path!r} has unexpected arrays {unknown}; "
@@ -74,7 +83,7 @@ def load_masks(path, n_layers: int) -> list:
     except (FileNotFoundError, OSError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"model.masks: cannot read {str(path)!r}: {exc}") from None
+        raise ConfigError(f"model.masks: cannot read {str(path)!r}: {file_read_problem(exc)}") from None
 
 
 def initial_params(config: Config, net: MLP, explicit=None) -> np.ndarray:
@@ -85,7 +94,8 @@ def initial_params(config: Config, net: MLP, explicit=None) -> np.ndarray:
         try:
             explicit = np.load(config.model.init_params)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"model.init_params: cannot read {config.model.init_params!r}: {exc}") from None
+            raise ConfigError(f"model.init_params: cannot read {config.model.init_params!r}: "
+                              f"{file_read_problem(exc)}") from None
     if explicit is not None:
         explicit = np.asarray(explicit)
         if explicit.shape not in ((net.n_params,), (E, net.n_params)):
@@ -152,6 +162,14 @@ def _call_target(fn, x, d_out):
     return y
 
 
+def check_threads(threads):
+    """A ConfigError unless ``threads`` is None or a thread count numba can use on this machine."""
+    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
+                                    and 1 <= threads <= numba.config.NUMBA_NUM_THREADS):
+        raise ConfigError(f"threads (--threads) must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}], "
+                          f"got {threads!r}")
+
+
 def estimate_seconds(config: Config, threads=None, steps: int = 20) -> tuple:
     """``(seconds, per_step)``: the training time of ``config`` on this machine, measured now.
 
@@ -160,6 +178,7 @@ def estimate_seconds(config: Config, threads=None, steps: int = 20) -> tuple:
     The checkpoint writes are not included (they are small next to the steps).
     """
     import numba as _numba
+    check_threads(threads)
     net = build_net(config)
     x, y, _, _ = training_data(config, net)
     before = _numba.get_num_threads()
@@ -380,11 +399,7 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
     cfg = resolve_config(config, overrides)
     if target is not None and cfg.data.target != "callable":
         cfg = cfg.with_values({"data.target": "callable"})
-    if threads is not None:
-        if not (isinstance(threads, int) and not isinstance(threads, bool)
-                and 1 <= threads <= numba.config.NUMBA_NUM_THREADS):
-            raise ConfigError(f"threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}], "
-                              f"got {threads!r}")
+    check_threads(threads)
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other")
     if not (isinstance(commit_seconds, (int, float)) and np.isfinite(commit_seconds) and commit_seconds > 0):

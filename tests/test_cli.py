@@ -49,6 +49,10 @@ def test_config_file_with_overrides(tmp_path, capsys):
     (["train", "--preset", "sed", "--out", "X"], "Did you mean 'seed'"),
     (["train", "--preset", "seed"], "--out"),
     (["info", "nowhere"], "does not exist"),
+    (["train", "--preset", "tiny", "--threads", "0", "--dry-run"], "--threads"),
+    (["explore", "--run", "nowhere", "--out", "X", "--max-mb", "0"], "--max-mb must be a number >= 0.5"),
+    (["explore", "--run", "nowhere", "--out", "X", "--max-mb", "nan"], "--max-mb must be a number >= 0.5"),
+    (["explore", "--run", "nowhere", "--out", ""], "--out must name a file, got ''"),
 ])
 def test_bad_input_exit_code_2_and_message(tmp_path, capsys, args, message):
     args = [a.replace("X", str(tmp_path / "x")) for a in args]
@@ -119,3 +123,58 @@ def test_study_list_scales_its_times_to_this_machine(tmp_path, capsys, monkeypat
     (study.run_path(cfg, tmp_path) / "manifest.json").write_text('{"status": "complete"}')
     assert main(["study", "--list", "--runs", str(tmp_path)]) == 0
     assert "0.50x as fast" in (text := capsys.readouterr().out) and " 1/1 " in text.splitlines()[-2]
+
+
+def test_a_dry_run_prints_nothing_before_an_error(capsys):
+    assert main(["train", "--preset", "tiny", "--threads", "0", "--dry-run"]) == 2
+    assert capsys.readouterr().out == ""
+
+
+def test_a_negative_seed_is_refused_by_the_parser(capsys):
+    for args in (["verdict", "broadening", "--run", "nowhere", "--seed", "-1"],
+                 ["atlas", "--size", "tiny", "--dry-run", "--seed", "-1"]):
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        assert stop.value.code == 2 and "--seed: need a whole number >= 0, got '-1'" in capsys.readouterr().err
+
+
+def test_explore_never_replaces_a_folder_or_a_device(tmp_path, capsys):
+    import os
+    import stat
+    pipe = tmp_path / "pipe"  # a stand-in for /dev/null: renaming a page over it would replace it
+    os.mkfifo(pipe)
+    assert main(["explore", "--run", "nowhere", "--out", str(pipe)]) == 2
+    assert "is not a regular file" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+    assert main(["explore", "--run", "nowhere", "--out", str(tmp_path)]) == 2
+    assert "is a folder; name a file to write" in capsys.readouterr().err
+    from mlpsim.store import atomic_write_bytes  # every other writer too
+    with pytest.raises(OSError, match="not a regular file"):
+        atomic_write_bytes(pipe, b"page")
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode) and not (tmp_path / "pipe.tmp").exists()
+
+
+def test_a_dry_run_of_absurdly_many_steps_counts_checkpoints_without_listing_them(capsys, monkeypatch):
+    from mlpsim.config import TrainConfig
+
+    def listed(self):  # a list of 5e10 steps would take the machine's memory
+        raise AssertionError("the dry run listed every checkpoint step")
+    monkeypatch.setattr(TrainConfig, "schedule", listed)
+    assert main(["train", "--preset", "tiny", "--set", "train.steps=1000000000000", "--dry-run"]) == 0
+    assert "50000000001 checkpoints (steps 0 .. 1000000000000)" in capsys.readouterr().out
+
+
+def test_masks_files_that_do_not_fit(tmp_path, capsys):
+    import numpy as np
+    np.savez(tmp_path / "shape.npz", mask_1=np.ones((3, 3)))
+    np.savez(tmp_path / "values.npz", mask_1=np.full((8, 1), 2.0))
+    np.save(tmp_path / "one.npy", np.ones((8, 1)))
+    (tmp_path / "garbage.npz").write_bytes(b"garbage")
+    for name, message in [("shape.npz", "mask of layer 1 must have the weight shape (8, 1), got (3, 3)"),
+                          ("values.npz", "mask of layer 1 must contain only 0 and 1"),
+                          ("one.npy", "holds one array; it must be an .npz file"),
+                          ("garbage.npz", "not a NumPy .npy or .npz file")]:
+        path = tmp_path / name
+        assert main(["train", "--preset", "tiny", "--dry-run", "--set", f'model.masks="{path}"']) == 2
+        err = capsys.readouterr().err
+        assert "model.masks" in err and message in err, err

@@ -105,3 +105,24 @@ def test_dask_local_cluster_gives_the_same_bits(tmp_path):
         assert a.parent.name == b.parent.name and np.array_equal(np.load(a), np.load(b))
     with pytest.raises(ConfigError, match="not both"):
         run_sweep(path, tmp_path / "x", scheduler="tcp://127.0.0.1:1", dask_local=1)
+
+
+def test_a_failed_run_keeps_its_grid_values_and_the_exit_status_says_so(tmp_path, capsys):
+    from mlpsim.cli import EXIT_DIVERGED, main
+    path = tmp_path / "div.toml"
+    path.write_text('[base]\npreset = "tiny"\n"train.optimizer" = "gd"\n"train.steps" = 20\n'
+                    '[grid]\n"train.lr" = [1e6, 0.001]\n')
+    assert main(["sweep", str(path), "--out", str(tmp_path / "s"), "--workers", "1"]) == EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert "1 run(s) failed" in err and "0000-" in err
+    rows = {r["train.lr"]: r for r in csv.DictReader(open(tmp_path / "s" / "summary.csv"))}
+    assert set(rows) == {"1000000.0", "0.001"}
+    assert rows["1000000.0"]["status"].startswith("failed: TrainingDiverged")
+    assert rows["0.001"]["status"] == "complete"
+
+
+def test_a_sweep_file_that_is_not_text(tmp_path, capsys):
+    from mlpsim.cli import main
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe[grid]\n")
+    assert main(["sweep", str(tmp_path / "bin.toml"), "--dry-run"]) == 2
+    assert "is not text (TOML files are UTF-8)" in capsys.readouterr().err

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis import pick_checkpoints, singular_values
-from ..store import Run, RunError, atomic_write_bytes, load_run, to_jsonable
+from ..config import ConfigError
+from ..store import Run, RunError, atomic_write_bytes, check_output_file, load_run, to_jsonable
 
 HERE = Path(__file__).resolve().parent
 MAX_EDGES = 2000
@@ -121,12 +122,12 @@ def build_explorer(run, out, max_mb: float = 4.0, verdicts: bool = True) -> dict
     run its checkpoints and the failure reason (the page says so). A folder that
     is not a run is a RunError.
     """
+    if not (isinstance(max_mb, (int, float)) and max_mb >= 0.5):  # (nan fails this too)
+        raise ConfigError(f"--max-mb must be a number >= 0.5, got {max_mb!r}")
+    out = check_output_file(out, "--out")
     if not isinstance(run, Run):
         run = load_run(run, allow_incomplete=True)
-    if not (isinstance(max_mb, (int, float)) and max_mb >= 0.5):
-        raise ValueError(f"--max-mb must be a number >= 0.5, got {max_mb!r}")
     data = explorer_data(run, max_mb, verdicts)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = render(data, f"mlpsim explorer: {Path(run.path).name}")
     atomic_write_bytes(out, text.encode())
