@@ -31,6 +31,10 @@ def _config_from_args(args) -> Config:
     from .config import preset
     if args.preset is not None and args.config is not None:
         raise ConfigError("give either --preset or --config, not both")
+    if (getattr(args, "resume", False) and args.preset is None and args.config is None and not args.set
+            and getattr(args, "out", None)):
+        from .store import inspect_run
+        return inspect_run(args.out, arrays=False)[1]  # `train --resume --out DIR`: the run's own configuration
     cfg = Config.from_toml(args.config) if args.config is not None else preset(
         "seed" if args.preset is None else args.preset)
     return cfg.with_overrides(args.set) if args.set else cfg
@@ -38,12 +42,21 @@ def _config_from_args(args) -> Config:
 
 def cmd_train(args) -> int:
     from .store import check_memory, fmt_bytes
-    from .training import build_net, check_threads, estimate_seconds, train
+    from .training import (
+        build_net,
+        check_threads,
+        estimate_seconds,
+        initial_params,
+        train,
+        training_data,
+    )
     cfg = _config_from_args(args)
     check_threads(args.threads)  # before a dry run prints anything
     if args.dry_run:
         need = check_memory(cfg, args.threads)  # refuses what cannot fit, before building anything
         net = build_net(cfg)
+        initial_params(cfg, net)  # files named by the configuration are read before anything is printed
+        training_data(cfg, net)
         print(cfg.to_toml())
         t = cfg.train
         print(f"# network: {net!r}")  # the checkpoint count is computed, not listed: steps may be absurd
@@ -184,6 +197,8 @@ def cmd_verdict(args) -> int:
         else:
             print(table)
         return 0
+    if args.into:
+        raise ConfigError("--into FILE.md writes a verdict table: use it with --table OUT...")
     if not args.run:
         raise ConfigError("--run DIR is required: the run directory to judge")
     claims.get_claim(args.name)  # an unknown claim is refused before the run is opened
@@ -241,6 +256,8 @@ def cmd_atlas(args) -> int:
         else:
             print(table)
         return 0
+    if args.into:
+        raise ConfigError("--into FILE.md writes the answers table: use it with --answers OUT")
     if not args.out and not args.dry_run:
         raise ConfigError("--out DIR is required (or use --dry-run)")
     if args.size not in SIZES:
@@ -323,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one key; the value is parsed as TOML (repeatable)")
     t.add_argument("--out", help="run directory to write")
     g = t.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (with its own configuration unless "
+                   "--preset, --config or --set is given)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and disk space")
     t.add_argument("--quiet", "--no-progress", action="store_true", dest="quiet",
@@ -417,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Exit status of the command line (also in the README).
 EXIT_OK, EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_IO, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for any tool whose reader left (`| head`)
 
 
 def main(argv=None) -> int:
@@ -438,6 +457,12 @@ def main(argv=None) -> int:
             code, text = EXIT_LOCKED, str(exc)
         elif isinstance(exc, (ConfigError, RunError, ClaimError)):
             code, text = EXIT_BAD_INPUT, str(exc)
+        elif isinstance(exc, BrokenPipeError):  # the reader of our output left: nobody to tell
+            try:  # and Python's own flush at exit must not fail on the closed pipe either
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+            return EXIT_PIPE_CLOSED
         elif isinstance(exc, TrainingDiverged):
             print(f"mlpsim: {exc}", file=sys.stderr)
             return EXIT_DIVERGED

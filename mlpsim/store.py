@@ -733,10 +733,15 @@ class Run:
         status = self.manifest["status"]
         if status != "complete" and not allow_incomplete:
             reason = self.manifest.get("reason") or ""
-            hint = ("Continue it with `mlpsim train --resume`, or pass allow_incomplete=True to read the "
-                    "completed prefix." if status != "failed" else
-                    "It cannot be continued (it diverged); pass allow_incomplete=True to read the checkpoints "
-                    "it kept.")
+            pid = lock_holder(self.path)
+            read = "(in Python, load_run(..., allow_incomplete=True) reads the checkpoints written so far)"
+            if pid is not None:
+                hint = (f"Process {pid} is training it now: wait until it finishes {read}."
+                        if pid > 0 else f"Another process is training it now: wait until it finishes {read}.")
+            elif status != "failed":
+                hint = f"Continue it with `mlpsim train --resume --out {self.path}` {read}."
+            else:
+                hint = f"It cannot be continued (it diverged) {read}."
             raise RunError(
                 f"run {str(self.path)!r} is {status}" + (f" ({reason})" if reason else "")
                 + f": {self.manifest['checkpoints_written']} of {self.manifest['checkpoints_total']} "

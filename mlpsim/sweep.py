@@ -67,6 +67,10 @@ def parse_sweep(d: dict) -> tuple:
     if not isinstance(grid, dict) or not grid:
         raise ConfigError("the sweep needs a non-empty [grid] table of dotted keys and lists of values")
     for key, values in grid.items():
+        if isinstance(values, dict) and "." not in key:  # TOML read train.seed = [...] as a table
+            inner = next(iter(values), "key")
+            raise ConfigError(f"grid key {key!r} is a table: quote dotted keys in [grid], "
+                              f'"{key}.{inner}" = [...]')
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid key {key!r} must map to a non-empty list of values")
     return cfg, grid

@@ -93,6 +93,13 @@ def initial_params(config: Config, net: MLP, explicit=None) -> np.ndarray:
     if explicit is None and config.model.init_params:
         try:
             explicit = np.load(config.model.init_params)
+            if isinstance(explicit, np.lib.npyio.NpzFile):
+                explicit.close()
+                raise ConfigError(f"model.init_params: {config.model.init_params!r} holds several arrays; it "
+                                  f"must be an .npy file of shape ({net.n_params},) or "
+                                  f"({E}, {net.n_params}) (numpy.save)")
+        except ConfigError:
+            raise
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.init_params: cannot read {config.model.init_params!r}: "
                               f"{file_read_problem(exc)}") from None
@@ -122,12 +129,13 @@ def training_data(config: Config, net: MLP, target=None):
     d = config.data
     d_in, d_out = net.widths[0], net.widths[-1]
     if d.target == "file":
-        try:
-            x, y = load_data_file(d.path, d_in, d_out)
-            xt, yt = load_data_file(d.test_path, d_in, d_out) if d.test_path else (None, None)
-        except ValueError as exc:
-            raise ConfigError(f"data.path: {exc}") from None
-        return x, y, xt, yt
+        loaded = {}
+        for key, path in (("data.path", d.path), ("data.test_path", d.test_path)):
+            try:
+                loaded[key] = load_data_file(path, d_in, d_out) if path else (None, None)
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+        return (*loaded["data.path"], *loaded["data.test_path"])
     if d.target == "callable":
         if not callable(target):
             raise ConfigError('data.target = "callable" needs a Python function: train(..., target=f)')

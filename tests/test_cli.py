@@ -53,6 +53,8 @@ def test_config_file_with_overrides(tmp_path, capsys):
     (["explore", "--run", "nowhere", "--out", "X", "--max-mb", "0"], "--max-mb must be a number >= 0.5"),
     (["explore", "--run", "nowhere", "--out", "X", "--max-mb", "nan"], "--max-mb must be a number >= 0.5"),
     (["explore", "--run", "nowhere", "--out", ""], "--out must name a file, got ''"),
+    (["verdict", "broadening", "--run", "nowhere", "--into", "X"], "use it with --table"),
+    (["atlas", "--size", "tiny", "--dry-run", "--into", "X"], "use it with --answers"),
 ])
 def test_bad_input_exit_code_2_and_message(tmp_path, capsys, args, message):
     args = [a.replace("X", str(tmp_path / "x")) for a in args]
@@ -178,3 +180,59 @@ def test_masks_files_that_do_not_fit(tmp_path, capsys):
         assert main(["train", "--preset", "tiny", "--dry-run", "--set", f'model.masks="{path}"']) == 2
         err = capsys.readouterr().err
         assert "model.masks" in err and message in err, err
+
+
+def test_dry_run_reads_the_files_it_names_before_printing(tmp_path, capsys):
+    import numpy as np
+    np.savez(tmp_path / "two.npz", a=np.zeros(3), b=np.zeros(3))
+    (tmp_path / "garbage.npy").write_bytes(b"garbage")
+    np.save(tmp_path / "ok.npy", np.ones((20, 2)))
+    for sets, message in [(["model.init_params=\"TWO\""], "model.init_params: 'TWO' holds several arrays"),
+                          (['data.target="file"', 'data.path="OK"', 'data.test_path="GARBAGE"'],
+                           "data.test_path: cannot read data file 'GARBAGE': not a NumPy .npy or .npz file")]:
+        names = {"TWO": str(tmp_path / "two.npz"), "OK": str(tmp_path / "ok.npy"),
+                 "GARBAGE": str(tmp_path / "garbage.npy")}
+        for key, path in names.items():
+            sets = [a.replace(key, path) for a in sets]
+            message = message.replace(key, path)
+        assert main(["train", "--preset", "tiny", "--dry-run"] + [x for a in sets for x in ("--set", a)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and message in captured.err, captured.err
+
+
+def test_an_unfinished_run_says_how_to_continue_it_and_resume_needs_no_preset(tmp_path, capsys):
+    import os
+
+    import mlpsim
+    from mlpsim.store import WriteLock
+    from mlpsim.training import Interrupted
+    out = tmp_path / "r"
+    checks = iter(range(100))
+    with pytest.raises(Interrupted):  # stopped at its 4th checkpoint, as a Ctrl-C would
+        mlpsim.train("tiny", out, overrides=["data.n=50"], progress=False, stop=lambda: next(checks) == 3)
+    assert main(["verdict", "broadening", "--run", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"Continue it with `mlpsim train --resume --out {out}`" in err and "allow_incomplete=True" in err
+    lock = WriteLock(out).acquire()  # a writer at work: wait for it, do not resume
+    try:
+        assert main(["verdict", "broadening", "--run", str(out)]) == 2
+        assert f"Process {os.getpid()} is training it now: wait until it finishes" in capsys.readouterr().err
+    finally:
+        lock.release()
+    # the command the message gives, as written (no --preset), continues with the run's own configuration
+    assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 0
+    assert mlpsim.load_run(out).config.data.n == 50
+
+
+def test_a_reader_that_leaves_early_gets_no_error_message(monkeypatch, capsys):
+    from mlpsim.cli import EXIT_PIPE_CLOSED
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["verdict", "--list"]) == EXIT_PIPE_CLOSED
+    assert capsys.readouterr().err == ""

@@ -42,6 +42,7 @@ def test_expansion_order_and_configs():
     ('[base]\npreset = "nope"\n[grid]\n"train.lr" = [1]\n', "preset"),
     ('[bas]\n[grid]\n"train.lr" = [1]\n', "unknown sweep table"),
     ('[base]\n', "non-empty"),
+    ('[grid]\ntrain.seed = [1, 2]\n', 'quote dotted keys in \\[grid\\], "train.seed" = '),
 ])
 def test_bad_sweeps_fail_before_any_run(tmp_path, text, match):
     path = tmp_path / "s.toml"
@@ -115,7 +116,8 @@ def test_a_failed_run_keeps_its_grid_values_and_the_exit_status_says_so(tmp_path
     assert main(["sweep", str(path), "--out", str(tmp_path / "s"), "--workers", "1"]) == EXIT_DIVERGED
     err = capsys.readouterr().err
     assert "1 run(s) failed" in err and "0000-" in err
-    rows = {r["train.lr"]: r for r in csv.DictReader(open(tmp_path / "s" / "summary.csv"))}
+    with open(tmp_path / "s" / "summary.csv") as fh:
+        rows = {r["train.lr"]: r for r in csv.DictReader(fh)}
     assert set(rows) == {"1000000.0", "0.001"}
     assert rows["1000000.0"]["status"].startswith("failed: TrainingDiverged")
     assert rows["0.001"]["status"] == "complete"
