@@ -593,7 +593,18 @@ ANSWER_MARKERS = ("<!-- answers:start -->", "<!-- answers:end -->")
 
 def answers_table(out) -> str:
     """The README's "Answers": the atlas's regularities as a short table."""
-    s = read_json(Path(out) / "summary.json")
+    out = Path(out)
+    if not out.is_dir():
+        raise ConfigError(f"{str(out)!r} " + ("is not a folder" if out.exists() else "does not exist")
+                          + ": give the folder an atlas wrote (mlpsim atlas --out DIR)")
+    if not (out / "atlas.json").is_file():  # e.g. a study's output folder, which also has a summary.json
+        raise ConfigError(f"{str(out)!r} is not an atlas output folder (it has no atlas.json): give the folder "
+                          "an atlas wrote (mlpsim atlas --out DIR)")
+    s = read_json(out / "summary.json", missing=f"the atlas in {str(out)!r} has not finished (summary.json is "
+                  f"missing): run mlpsim atlas --out {out} again to continue it")
+    if not isinstance(s.get("regularities"), list):
+        raise ConfigError(f"{out / 'summary.json'} holds no list of regularities: it is not an atlas summary; "
+                          f"run mlpsim atlas --out {out} again to rewrite it")
     lines = ["| regularity | direction | conditions | label | p (Holm) |", "| --- | --- | --- | --- | --- |"]
     for r in s["regularities"]:
         lines.append(f"| {r['kind']} {r['name']} | {r['direction']} | {r['N']} of {r['M']} | {r['label']} | "

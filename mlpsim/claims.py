@@ -926,7 +926,10 @@ class _PairGroups:
         iu = np.triu_indices(categories.shape[0], k=1)
         ok = keep[iu[0]] & keep[iu[1]]
         c, d = categories[iu][ok], distances[iu][ok]
-        self.counts = {"category": np.bincount(c, minlength=int(categories.max()) + 1),
+        # the sums below write the columns up to 5 ("1 layer(s) apart") whatever the network: a
+        # 1-1-1 network has no such pair (its two weights are in series), yet needs the column
+        n_codes = max(int(categories.max()) + 1, len(analysis.correlations.PAIR_CATEGORIES) + 1)
+        self.counts = {"category": np.bincount(c, minlength=n_codes),
                        "distance": np.bincount(d, minlength=int(distances.max()) + 1)}
         self.to_distance = np.zeros((self.counts["category"].size, self.counts["distance"].size))
         for code in np.unique(c):
@@ -1024,6 +1027,9 @@ def _correlation_rows(traj: Trajectory, seed: int = 0, n_perm: int = 1000, n_boo
     p-value survive Holm: with m groups it needs more than 2 m / 0.05 draws."""
     net = traj.net
     w_idx, *_ = analysis.edge_table(net)
+    if w_idx.size < 2:
+        raise ClaimError(f"correlation_decay correlates pairs of weights, and this network "
+                         f"({'-'.join(map(str, net.widths))}) has {w_idx.size} weight: use a network with a hidden layer")
     final, _ = analysis.align(traj.params[:, 1], net)
     initial, _ = analysis.align(traj.params[:, 0], net)
     T, keep_t = _standardized_columns(final[:, w_idx])

@@ -158,7 +158,10 @@ def cmd_study(args) -> int:
         print(f"explorer: {page}")
     if not args.no_report:
         from .explore import build_report
-        report = build_report(out.parent / "report", [out.parent], log=lambda *a: None)
+        # another study's broken folder beside this one must not fail this study: say so and go on
+        report = build_report(out.parent / "report", [out.parent], log=lambda *a: None,
+                              skip=lambda folder, why: print(f"mlpsim: the report leaves out {folder}: {why}",
+                                                             file=sys.stderr))
         print(f"report: {report['index']} (every study output under {out.parent}/)")
     return 0
 

@@ -181,14 +181,16 @@ def fsync_dir(path: Path):
         os.close(fd)
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from ``path``; a missing, unreadable or malformed file is a RunError naming it."""
+def read_json(path: Path, missing: str | None = None) -> dict:
+    """A JSON object from ``path``; a missing, unreadable or malformed file is a RunError naming it
+    (``missing``: the message for a file that does not exist; by default, a run directory's)."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
             obj = json.loads(fh.read().decode("utf-8"))
     except FileNotFoundError:
-        raise RunError(f"{path.parent} is not a complete mlpsim run directory ({path.name} is missing)") from None
+        raise RunError(missing or f"{path.parent} is not a complete mlpsim run directory ({path.name} is missing)"
+                       ) from None
     except IsADirectoryError:
         raise RunError(f"{path} is a directory, not a file") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -40,16 +40,43 @@ import numpy as np
 from .config import Config, ConfigError
 from .errors import unknown_name_message
 from .store import atomic_write_bytes, atomic_write_json, now, to_jsonable, versions
-from .training import obtain_run
+from .training import build_net, obtain_run
 
 
 @dataclass(frozen=True)
 class StudyInfo:
-    """A registered study: its modules (run in order), its question, how long it takes."""
+    """A registered study: its modules (run in order), its question, how long it takes, and what
+    its runs must be (checked by :func:`run_study` before anything is trained or analysed: a run
+    that does not fit would otherwise fail deep in the analysis, after the training)."""
 
     modules: tuple
     question: str
     minutes: str  # wall time on 2 cores with nothing trained yet (measured; see the README)
+    #: A study that compares a grid of its own runs: each pattern must match a run's label, and
+    #: each label a pattern; a single --run, --preset or --config cannot stand in for the grid.
+    grid: tuple = ()
+    #: Instances each run needs (correlations across instances need at least 3).
+    min_instances: int = 1
+    #: Checkpoints each run needs (correlations of updates across time need 3 updates).
+    min_checkpoints: int = 1
+    #: ``(what the network needs, in words; test on the MLP)``.
+    network: tuple = ()
+
+
+def _has_hidden_layer(net) -> bool:
+    return net.n_layers >= 2
+
+
+def _has_weight_matrix_of_two(net) -> bool:
+    return any(net.layout[2 * l].size >= 2 for l in range(net.n_layers))
+
+
+#: What the studies' analyses need of a network (``StudyInfo.network``).
+HIDDEN_LAYER = ("a hidden layer", _has_hidden_layer)
+MATRIX_OF_TWO = ("a weight matrix of at least 2 weights (weights are standardized within each matrix)",
+                 _has_weight_matrix_of_two)
+THREE_PARAMETERS = ("at least 3 trainable parameters (the greedy edits change 3)",
+                    lambda net: int(net.free.sum()) >= 3)
 
 
 #: The ``minutes`` of :data:`STUDIES` were measured on a 2-core Intel Xeon (model 207,
@@ -82,23 +109,25 @@ def trained_runs(name: str, runs_dir=None) -> tuple:
 STUDIES = {
     "seed": StudyInfo(("01_seed_notebook", "02_weight_distribution"),
                       "the notebook's figures; does the weight distribution broaden, and do its tails grow? "
-                      "(seed network, 20 instances, float64 and float32)", "4"),
+                      "(seed network, 20 instances, float64 and float32)", "4", network=(MATRIX_OF_TWO,)),
     "distribution": StudyInfo(("02_weight_distribution",),
                               "per-layer, normalized, trajectory and tail analyses of any run, with the verdicts "
-                              "on broadening and longer tails", "3"),
+                              "on broadening and longer tails", "3", network=(MATRIX_OF_TWO,)),
     "rank": StudyInfo(("03_rank",), "does the rank of the weight matrices fall during training? "
                       "(seed and wide networks)", "7"),
     "correlations": StudyInfo(("04_correlations",), "are weight correlations exponentially damped with network "
-                              "distance? (depths 2-8, 64 aligned networks each)", "3"),
+                              "distance? (depths 2-8, 64 aligned networks each)", "3", min_instances=3,
+                              min_checkpoints=4, network=(HIDDEN_LAYER,)),
     "perturbation": StudyInfo(("05_perturbation",), "does adversarially editing a few weights change what the "
-                              "network computes? (seed and wide networks)", "10"),
+                              "network computes? (seed and wide networks)", "10", network=(THREE_PARAMETERS,)),
     "width-depth": StudyInfo(("06_width_depth",), "how do weight changes scale with width and depth? "
-                             "(lazy regime?)", "2"),
+                             "(lazy regime?)", "2", grid=(r"width \d+", r"depth \d+")),
     "ensembles": StudyInfo(("07_ensembles_vs_single",), "at a fixed parameter budget: an ensemble of 8 small "
-                           "nets or one larger?", "2"),
+                           "nets or one larger?", "2", grid=("small", "large")),
     "targets": StudyInfo(("08_targets",), "which findings (broadening, rank loss, fragility) hold for every "
                          "target?", "2"),
-    "mesh": StudyInfo(("09_mesh",), "grid networks: can one visually see training? (mesh preset)", "1"),
+    "mesh": StudyInfo(("09_mesh",), "grid networks: can one visually see training? (mesh preset)", "1",
+                      network=(HIDDEN_LAYER,)),
 }
 
 
@@ -166,9 +195,12 @@ def run_study(name: str, out, *, runs=None, configs=None, scale: float = 1.0, ru
     info = STUDIES[name]
     modules = [study_module(m) for m in info.modules]
     out = Path(out)
+    given = runs is not None
     if runs is None:
         configs = default_configs(name, scale) if configs is None else configs
         _validate(configs)
+        check_fit(name, {label: (build_net(cfg), cfg.train.instances, len(cfg.train.schedule()))
+                         for label, cfg in configs.items()})
         from .executor import BatchEta
         from .store import n_params
         runs = {}
@@ -179,7 +211,12 @@ def run_study(name: str, out, *, runs=None, configs=None, scale: float = 1.0, ru
             log(f"[run {i + 1}/{len(configs)}] {label}")
             runs[label] = find_or_train(cfg, runs_dir, progress=progress, log=log)
             log(f"[run {i + 1}/{len(configs)}] {label} ready{eta.tick(label)}")
+    else:
+        check_fit(name, {label: (run.net, run.n_instances, len(run.steps)) for label, run in runs.items()}, given=True)
     runs = {label: _healthy(run, log) for label, run in runs.items()}
+    # diverged instances left out may leave too few
+    check_fit(name, {label: (run.net, run.n_instances, len(run.steps)) for label, run in runs.items()}, given,
+              healthy=True)
     out.mkdir(parents=True, exist_ok=True)
     link_runs(out, runs)
     verdicts, paths, notes = [], [], []
@@ -209,9 +246,40 @@ def default_configs(name: str, scale: float = 1.0) -> dict:
     return configs
 
 
+def check_fit(name: str, runs: dict, given: bool = False, healthy: bool = False):
+    """A ConfigError unless the runs ``{label: (net, instances, checkpoints)}`` fit study ``name``
+    (:class:`StudyInfo`); ``given``: existing runs (nothing more can be trained into them),
+    ``healthy``: the instances counted are those left after the diverged ones."""
+    info = STUDIES[name]
+    labels = [str(label) for label in runs]
+    matches = [[re.fullmatch(p, label) is not None for p in info.grid] for label in labels]  # (labels, patterns)
+    if info.grid and not (all(map(any, matches)) and all(map(any, zip(*matches)))):
+        wanted = " and ".join(repr(p.replace(r"\d+", "N")) for p in info.grid)
+        raise ConfigError(
+            f"study {name!r} compares a grid of its own runs (labelled {wanted}), got "
+            f"{', '.join(map(repr, labels))}: it cannot analyse a single --run, --preset or --config; "
+            "change its runs with --set SECTION.KEY=VALUE or --scale instead")
+    for label, (net, instances, checkpoints) in runs.items():
+        if instances < info.min_instances:
+            left = " healthy (not diverged)" if healthy else ""
+            fix = ("give a run with more instances" if given else
+                   f"train more, e.g. --set train.instances={max(info.min_instances, VERDICT_INSTANCES)}")
+            raise ConfigError(f"study {name!r} needs at least {info.min_instances} instances per run; run "
+                              f"{label!r} has {instances}{left}: {fix}")
+        if checkpoints < info.min_checkpoints:
+            fix = ("give a run with more checkpoints" if given else
+                   "keep more, with a smaller --set train.checkpoint_every=N")
+            raise ConfigError(f"study {name!r} needs at least {info.min_checkpoints} checkpoints per run; run "
+                              f"{label!r} has {checkpoints}: {fix}")
+        for need, test in info.network:
+            if not test(net):
+                fix = "give a run of a larger network" if given else "use a larger network (--set model.widths=...)"
+                raise ConfigError(f"study {name!r} needs a network with {need}; run {label!r} is "
+                                  f"{describe_net(net)}: {fix}")
+
+
 def _validate(configs: dict):
     from .store import check_memory
-    from .training import build_net
     if not configs:
         raise ConfigError("the study has no runs to analyse")
     for label, cfg in configs.items():
@@ -372,9 +440,10 @@ def verdict_table_from_outputs(folders) -> str:
         if not path.exists():
             raise ConfigError(f"{str(folder)!r} holds no study output (summary.json is missing)")
         s = load_json(path)
+        study = s.get("study") or Path(folder).name
         for v in s.get("verdicts", []):
-            verdicts.append({**v, "label": (v.get("label") or "") + (f" ({s['study']})" if not v.get("label")
-                                                                      else f", {s['study']}")})
+            verdicts.append({**v, "label": (v.get("label") or "") + (f" ({study})" if not v.get("label")
+                                                                      else f", {study}")})
     return verdict_table(verdicts)
 
 
@@ -403,8 +472,10 @@ def write_json(path, obj):
 
 
 def load_json(path) -> dict:
-    with open(path) as fh:
-        return json.load(fh)
+    """The JSON object in a study output's file ``path``; a missing, unreadable or malformed
+    file (not JSON, or JSON that is not an object) is a RunError naming it."""
+    from .explore.report import read_output_json
+    return read_output_json(path)
 
 
 def label_verdicts(verdicts, label: str) -> list:

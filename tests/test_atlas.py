@@ -245,3 +245,16 @@ def test_dask_with_a_real_scheduler_and_two_workers_equals_local(tiny, tmp_path)
         a = json.loads((out / name).read_text())["regularities"]
         b = json.loads((ref / name).read_text())["regularities"]
         assert a == b
+
+
+def test_answers_of_a_folder_that_is_not_an_atlas(tmp_path, capsys):
+    """A study's output folder (summary.json without regularities) was a KeyError; a missing
+    folder was called an incomplete run directory."""
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "summary.json").write_text('{"study": "seed", "verdicts": []}')
+    (study / "meta.json").write_text('{"study": "seed"}')
+    assert main(["atlas", "--answers", str(study)]) == EXIT_BAD_INPUT
+    assert f"mlpsim: error: '{study}' is not an atlas output folder (it has no atlas.json)" in capsys.readouterr().err
+    assert main(["atlas", "--answers", str(tmp_path / "nowhere")]) == EXIT_BAD_INPUT
+    assert f"'{tmp_path / 'nowhere'}' does not exist" in capsys.readouterr().err

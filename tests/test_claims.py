@@ -295,6 +295,21 @@ def test_correlation_decay_short_range_is_inconclusive():
     assert rows["2 layer(s) apart"]["status"] != "training adds correlation"
 
 
+def test_correlation_decay_on_degenerate_networks(tmp_path, capsys):
+    """A 1-1-1 network has one pair of weights (in series): inconclusive by design, as any
+    network too shallow for a decay law (its sums once wrote a category column it lacked:
+    IndexError). A 1-1 network has no pair at all: refused, exit 2."""
+    net = mlpsim.MLP([1, 1, 1])
+    init = planted.initial(net, E)
+    v = claims.evaluate("correlation_decay", planted.trajectory(net, init, 2 * init), n_perm=100, n_boot=20)
+    assert v.status == "inconclusive" and "pairs at 1 distance(s) only" in v.reason
+    cfg = mlpsim.preset("tiny").with_values({"model.widths": [1, 1], "train.instances": E, "train.steps": 20})
+    run = mlpsim.train(cfg, tmp_path / "r", progress=False)
+    assert main(["verdict", "correlation_decay", "--run", str(run.path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlpsim: error: correlation_decay correlates pairs of weights") and "(1-1) has 1 weight" in err
+
+
 def test_correlation_decay_rule_on_planted_profiles():
     """The decision alone, on distance profiles with known laws and bootstrap noise."""
     claim = claims.get_claim("correlation_decay")

@@ -106,6 +106,64 @@ def test_study_bad_input(tmp_path, capsys):
     assert "distribution" in listing and "minutes" in listing
 
 
+@pytest.mark.parametrize("args,message", [
+    (["ensembles", "--preset", "tiny"], "compares a grid of its own runs (labelled 'small' and 'large'), got 'tiny'"),
+    (["width-depth", "--preset", "tiny"], "labelled 'width N' and 'depth N'"),
+    (["correlations", "--preset", "tiny", "--set", "train.instances=2"],
+     "needs at least 3 instances per run; run 'tiny' has 2"),
+    (["correlations", "--preset", "tiny", "--set", "train.checkpoint_every=200"],
+     "needs at least 4 checkpoints per run; run 'tiny' has 2"),
+    (["distribution", "--preset", "tiny", "--set", "model.widths=[1, 1, 1]"], "a weight matrix of at least 2 weights"),
+    (["mesh", "--preset", "tiny", "--set", "model.widths=[1, 1]"], "needs a network with a hidden layer"),
+    (["perturbation", "--preset", "tiny", "--set", "model.widths=[1, 1]"], "at least 3 trainable parameters"),
+])
+def test_studies_refuse_runs_they_cannot_use_before_training(tmp_path, capsys, monkeypatch, args, message):
+    """Each once failed with a traceback (KeyError, ValueError) after the training."""
+    monkeypatch.setenv("MLPSIM_RUNS", str(tmp_path / "runs"))
+    assert main(["study", *args, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlpsim: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "o").exists()  # nothing trained or written
+
+
+def test_studies_refuse_existing_runs_they_cannot_use(seed_study, tmp_path, capsys):
+    tiny = str((seed_study / "runs" / "tiny").resolve())
+    for name in ("ensembles", "width-depth"):
+        assert main(["study", name, "--run", tiny, "--out", str(tmp_path / "o")]) == 2
+        assert "it cannot analyse a single --run" in capsys.readouterr().err
+    one = mlpsim.train(mlpsim.preset("tiny").with_values({"train.instances": 1, "train.steps": 20}), tmp_path / "one",
+                       progress=False)
+    assert main(["study", "correlations", "--run", str(one.path), "--out", str(tmp_path / "o")]) == 2
+    assert "needs at least 3 instances per run; run 'one' has 1: give a run with more instances" in capsys.readouterr().err
+    deg = mlpsim.train(mlpsim.preset("tiny").with_values({"model.widths": [1, 1, 1], "train.steps": 20}),
+                       tmp_path / "deg", progress=False)
+    assert main(["study", "seed", "--run", str(deg.path), "--out", str(tmp_path / "o")]) == 2
+    assert "run 'deg' is 1-1-1 relu, 4 parameters" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_broken_study_outputs_are_named_and_a_broken_sibling_does_not_fail_a_study(seed_study, tmp_path, capsys):
+    folder = tmp_path / "out"
+    for name, summary, meta in (("bad-json", "{oops", "{}"), ("not-an-object", "{}", "[]")):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "summary.json").write_text(summary)
+        (folder / name / "meta.json").write_text(meta)
+    assert main(["report", "--out", str(tmp_path / "report"), str(folder / "bad-json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlpsim: error: {folder / 'bad-json' / 'summary.json'} is corrupt (not valid JSON")
+    assert main(["verdict", "--table", str(folder / "bad-json")]) == 2
+    assert "summary.json is corrupt (not valid JSON" in capsys.readouterr().err
+    assert main(["report", "--out", str(tmp_path / "report"), str(folder / "not-an-object")]) == 2
+    assert "meta.json is corrupt (expected a JSON object, found list)" in capsys.readouterr().err
+    # the report rebuilt after a study leaves the broken siblings out, says so, and the study succeeds
+    run_dir = str((seed_study / "runs" / "tiny").resolve())
+    assert main(["study", "distribution", "--run", run_dir, "--out", str(folder / "new")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[1] for line in err] == [" the report leaves out " + str(folder / n)
+                                                    for n in ("bad-json", "not-an-object")]
+    assert "new" in (tmp_path / "out" / "report" / "index.html").read_text()
+
+
 def test_study_runs_from_any_directory_with_the_installed_cli(tmp_path):
     """The installed console script finds the studies without the source tree on the path."""
     from test_cli import console_script

@@ -14,12 +14,11 @@ attached as it is. Plain HTML and CSS: it opens offline from ``file://``.
 from __future__ import annotations
 
 import html
-import json
 import shutil
 from pathlib import Path
 
 from ..config import ConfigError
-from ..store import atomic_write_bytes
+from ..store import RunError, atomic_write_bytes, read_json
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1200px;
@@ -55,8 +54,25 @@ def find_outputs(sources) -> list:
     return found
 
 
-def build_report(out, sources=("out",), explorers: bool = True, max_mb: float = 4.0, log=print) -> dict:
-    """Write the report into ``out``; return the pages and the outputs it found."""
+def read_output_json(path) -> dict:
+    """The JSON object in a study or atlas output's file ``path`` (``summary.json``, ``meta.json``);
+    a missing file, or one that is not JSON or not a JSON object, is a RunError naming it."""
+    path = Path(path)
+    try:
+        return read_json(path, missing=f"{str(path.parent)!r} holds no study output ({path.name} is missing)")
+    except RunError as exc:
+        raise RunError(f"{exc}; run the study again to rewrite it, or move the folder {str(path.parent)!r} "
+                       "away") from None
+
+
+def build_report(out, sources=("out",), explorers: bool = True, max_mb: float = 4.0, log=print,
+                 skip=None) -> dict:
+    """Write the report into ``out``; return the pages and the outputs it found.
+
+    An output whose ``summary.json`` or ``meta.json`` cannot be read is an error (a RunError
+    naming the file), or, given ``skip``, is left out after ``skip(folder, reason)``: the
+    report rebuilt after a study must not fail the study for another study's broken folder.
+    """
     from .explorer import build_explorer
     from .notebook import CELLS
     out = Path(out).resolve()
@@ -67,12 +83,20 @@ def build_report(out, sources=("out",), explorers: bool = True, max_mb: float = 
                           "folders with summary.json and meta.json (what `mlpsim study NAME --out DIR` writes) or "
                           "atlas.json (`mlpsim atlas`); run a study first")
     out.mkdir(parents=True, exist_ok=True)
-    cards, seed_folder = [], None
-    for i, folder in enumerate(outputs):
-        slug = f"{i:02d}-{folder.name}"
+    cards, seed_folder, shown = [], None, []
+    for folder in outputs:
+        try:
+            summary = read_output_json(folder / "summary.json")
+            meta = read_output_json(folder / "meta.json") if (folder / "meta.json").exists() else None
+        except RunError as exc:
+            if skip is None:
+                raise
+            skip(folder, str(exc))
+            continue
+        slug = f"{len(shown):02d}-{folder.name}"
+        shown.append(folder)
         dest = out / slug
         dest.mkdir(exist_ok=True)
-        summary = json.loads((folder / "summary.json").read_text())
         figures = sorted(p.name for p in folder.glob("*.png"))
         for name in figures + [p.name for p in folder.glob("*.gif")]:
             shutil.copy2(folder / name, dest / name)
@@ -80,8 +104,7 @@ def build_report(out, sources=("out",), explorers: bool = True, max_mb: float = 
             if (folder / name).exists():
                 shutil.copy2(folder / name, dest / name)
         links = []
-        if explorers and (folder / "meta.json").exists():
-            meta = json.loads((folder / "meta.json").read_text())
+        if explorers and meta is not None:
             for label, info in list(meta.get("runs", {}).items())[:4]:
                 page = dest / f"explorer-{_slug(label)}.html"
                 try:
@@ -92,17 +115,17 @@ def build_report(out, sources=("out",), explorers: bool = True, max_mb: float = 
                     links.append((label, page.name))
                 except Exception as exc:  # noqa: BLE001 - a run that moved or broke: say so on the card
                     links.append((label, None, str(exc)[:200]))
-        if (folder / "meta.json").exists() and json.loads((folder / "meta.json").read_text()).get("study") == "seed":
+        if meta is not None and meta.get("study") == "seed":
             seed_folder = slug
         cards.append(_card(slug, folder, summary, figures, links))
         log(f"report: {folder} -> {dest}")
     index = _page("mlpsim report", [
         "<h1>mlpsim report</h1>",
-        f"<p>{len(outputs)} output(s) found under {html.escape(', '.join(map(str, sources)))}. "
+        f"<p>{len(shown)} output(s) found under {html.escape(', '.join(map(str, sources)))}. "
         '<a href="notebook.html">The seed notebook, cell by cell</a>.</p>'] + cards)
     atomic_write_bytes(out / "index.html", index.encode())
     atomic_write_bytes(out / "notebook.html", _notebook_page(CELLS, seed_folder).encode())
-    return {"index": out / "index.html", "notebook": out / "notebook.html", "outputs": outputs}
+    return {"index": out / "index.html", "notebook": out / "notebook.html", "outputs": shown}
 
 
 def _slug(label: str) -> str:
