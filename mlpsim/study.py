@@ -39,7 +39,7 @@ import numpy as np
 
 from .config import Config, ConfigError
 from .errors import unknown_name_message
-from .store import atomic_write_bytes, atomic_write_json, now, to_jsonable, versions
+from .store import atomic_write_bytes, atomic_write_json, n_checkpoints, now, to_jsonable, versions
 from .training import build_net, obtain_run
 
 
@@ -199,7 +199,7 @@ def run_study(name: str, out, *, runs=None, configs=None, scale: float = 1.0, ru
     if runs is None:
         configs = default_configs(name, scale) if configs is None else configs
         _validate(configs)
-        check_fit(name, {label: (build_net(cfg), cfg.train.instances, len(cfg.train.schedule()))
+        check_fit(name, {label: (build_net(cfg), cfg.train.instances, n_checkpoints(cfg.train))
                          for label, cfg in configs.items()})
         from .executor import BatchEta
         from .store import n_params
