@@ -73,7 +73,7 @@ from .config import Config, ConfigError, preset
 from .data import TARGETS
 from .errors import unknown_name_message
 from .kernels import ENGINE_VERSION
-from .store import atomic_write_bytes, atomic_write_json, check_memory, read_json
+from .store import atomic_write_bytes, atomic_write_json, check_memory, check_output_folder, read_json
 
 #: factor -> (levels, the seed's level)
 FACTORS = {
@@ -486,6 +486,7 @@ def run_atlas(out, size: str = "default", only=None, workers=None, scheduler=Non
                        edits=SIZES[size].edits, hessian=SIZES[size].hessian)
         return {"built": built, "estimate": est}
     out = Path(out)
+    check_output_folder(out, "atlas")
     opts = {"edits": SIZES[size].edits, "hessian": SIZES[size].hessian}
     records = {}
     with executor:  # a scheduler that does not answer fails here, before anything is written

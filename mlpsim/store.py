@@ -141,6 +141,36 @@ def to_jsonable(obj):
     return obj
 
 
+#: Output folders of the commands, by the file that marks each (checked in this order: an atlas
+#: and a study both write summary.json).
+OUTPUT_MARKERS = (("atlas", "atlas.json"), ("sweep", "sweep.json"), ("study", "meta.json"), ("study", "summary.json"),
+                  ("report", "notebook.html"))
+
+
+def output_kind(folder) -> str | None:
+    """What ``folder`` holds: "run", "atlas", "sweep", "study", "report", or None (nothing of mlpsim's)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    if is_run_dir(folder):
+        return "run"
+    return next((kind for kind, marker in OUTPUT_MARKERS if (folder / marker).exists()), None)
+
+
+def check_output_folder(folder, kind: str, option: str = "--out"):
+    """A ConfigError, before any work, unless ``folder`` can take a ``kind`` output: it must not be a
+    file, nor hold another command's output (a study into a run directory or an atlas would mix
+    their files, and the next reader would take one for the other)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{option} {str(folder)!r} is a file; name a folder")
+    found = output_kind(folder)
+    if found is not None and found != kind:
+        what = {"run": "a training run", "atlas": "an atlas", "sweep": "a sweep", "study": "a study's output",
+                "report": "a report"}[found]
+        raise ConfigError(f"{option} {str(folder)!r} holds {what}; write the {kind} into another folder")
+
+
 def check_output_file(path, option: str) -> Path:
     """``path`` as a file to (re)write, or a ConfigError naming ``option``: it must have a name and
     must not be an existing folder, device or other non-regular file (checked before any work)."""

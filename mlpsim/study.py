@@ -39,7 +39,8 @@ import numpy as np
 
 from .config import Config, ConfigError
 from .errors import unknown_name_message
-from .store import atomic_write_bytes, atomic_write_json, n_checkpoints, now, to_jsonable, versions
+from .store import (atomic_write_bytes, atomic_write_json, check_output_folder, n_checkpoints, now,
+                    to_jsonable, versions)
 from .training import build_net, obtain_run
 
 
@@ -195,6 +196,7 @@ def run_study(name: str, out, *, runs=None, configs=None, scale: float = 1.0, ru
     info = STUDIES[name]
     modules = [study_module(m) for m in info.modules]
     out = Path(out)
+    check_output_folder(out, "study")
     given = runs is not None
     if runs is None:
         configs = default_configs(name, scale) if configs is None else configs
@@ -218,6 +220,8 @@ def run_study(name: str, out, *, runs=None, configs=None, scale: float = 1.0, ru
     check_fit(name, {label: (run.net, run.n_instances, len(run.steps)) for label, run in runs.items()}, given,
               healthy=True)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("summary.json", "summary.md", "meta.json"):  # a failure below must not leave
+        (out / stale).unlink(missing_ok=True)                   # an earlier study's summary looking current
     link_runs(out, runs)
     verdicts, paths, notes = [], [], []
     for m in modules:
@@ -350,6 +354,8 @@ def scaled(config: Config, scale: float) -> Config:
     if scale == 1.0:
         return config
     t = config.train
+    if not t.steps * scale < 2 ** 62:  # (int() of inf or of 1e300 steps)
+        raise ConfigError(f"--scale {scale:g} makes {t.steps * scale:.3g} training steps; give a smaller --scale")
     steps = max(1, int(round(t.steps * scale)))
     return config.with_values({"train.steps": steps, "train.checkpoint_every": max(1, min(t.checkpoint_every, steps)),
                                "train.checkpoint_steps": [s for s in t.checkpoint_steps if s <= steps]})

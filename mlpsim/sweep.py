@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, ConfigError, preset, read_toml_file
-from .store import atomic_write_bytes, check_memory
+from .store import atomic_write_bytes, check_memory, check_output_folder
 
 SUMMARY_COLUMNS = ("run", "status", "final_loss_mean", "variance_ratio_mean", "kurtosis_change_mean",
                    "effective_rank_change_mean", "relative_distance_mean")  # keys of run_metrics + _mean
@@ -146,6 +146,7 @@ def run_sweep(path_or_dict, out, workers=None, log=print, scheduler=None, dask_l
     runs = expand(base, grid)
     executor = Executor(workers=workers, scheduler=scheduler, dask_local=dask_local)  # checks its options
     out = Path(out)
+    check_output_folder(out, "sweep")
     jobs = [(str((out / "runs" / run_dir_name(i, cfg)).resolve()), cfg.to_dict(), values)
             for i, (values, cfg) in enumerate(runs)]
     rows = []

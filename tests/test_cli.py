@@ -236,3 +236,49 @@ def test_a_reader_that_leaves_early_gets_no_error_message(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(["verdict", "--list"]) == EXIT_PIPE_CLOSED
     assert capsys.readouterr().err == ""
+
+
+def test_an_output_folder_of_another_command_is_refused_before_any_work(tmp_path, capsys):
+    import mlpsim
+    run = tmp_path / "run"
+    mlpsim.train("tiny", run, overrides=["train.steps=20"], progress=False)
+    before = sorted(p.name for p in run.iterdir())
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('[base]\npreset = "tiny"\n[grid]\n"train.seed" = [1]\n')
+    for args, kind in [(["study", "seed", "--run", str(run), "--out", str(run)], "study"),
+                       (["atlas", "--size", "tiny", "--out", str(run)], "atlas"),
+                       (["sweep", str(sweep), "--out", str(run)], "sweep")]:
+        assert main(args) == 2
+        assert f"holds a training run; write the {kind} into another folder" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == before
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "meta.json").write_text("{}")
+    assert main(["atlas", "--size", "tiny", "--out", str(study)]) == 2
+    assert "holds a study's output; write the atlas into another folder" in capsys.readouterr().err
+
+
+def test_a_study_that_fails_leaves_no_earlier_summary_looking_current(tmp_path, monkeypatch):
+    import mlpsim
+    from mlpsim import study
+    run = mlpsim.train("tiny", tmp_path / "run", overrides=["train.steps=20"], progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text('{"study": "distribution", "verdicts": []}')
+    (out / "meta.json").write_text("{}")
+
+    class Broken:
+        NAME = "broken"
+
+        @staticmethod
+        def analyse(runs):
+            raise RuntimeError("the analysis failed")
+    monkeypatch.setattr(study, "study_module", lambda name: Broken)
+    with pytest.raises(RuntimeError, match="the analysis failed"):
+        study.run_study("distribution", out, runs={"r": run}, log=lambda *a: None)
+    assert not (out / "summary.json").exists() and not (out / "meta.json").exists()
+
+
+def test_a_scale_too_large_for_any_machine(capsys):
+    assert main(["study", "seed", "--scale", "1e300", "--out", "nowhere"]) == 2
+    assert "--scale 1e+300 makes 1.5e+304 training steps" in capsys.readouterr().err
