@@ -343,7 +343,12 @@ def run_needs(config: Config, threads: int = None) -> dict:
               + (n + n_test) * (d_in + d_out) * (8 + item) * 2
               + E * interval * 8                       # losses of one checkpoint interval
               + P * 64 + 64 * 2**20)                   # layout arrays, and the interpreter's own
-    return {"disk": disk, "memory": memory, "instances": E, "n_params": P, "checkpoints": C}
+    teacher = 0
+    if d.target == "teacher":  # its parameters, and two layers of its activations over every point
+        tw = d.teacher_widths
+        teacher = n_params(tw) * 8 + 2 * (n + n_test) * max(tw) * 8
+    return {"disk": disk, "memory": memory + teacher, "teacher_memory": teacher, "instances": E, "n_params": P,
+            "checkpoints": C}
 
 
 def available_memory() -> int:
@@ -372,6 +377,11 @@ def check_memory(config: Config, threads: int = None):
     """Refuse (ConfigError, with the numbers) a configuration that cannot fit in memory."""
     need = run_needs(config, threads)
     avail = available_memory()
+    if avail is not None and need["memory"] > avail and need["teacher_memory"] > need["memory"] / 2:
+        raise ConfigError(
+            f"the teacher network data.teacher_widths = {list(config.data.teacher_widths)} needs about "
+            f"{fmt_bytes(need['teacher_memory'])} of memory and {fmt_bytes(avail)} is available: use a "
+            "smaller teacher")
     if avail is not None and need["memory"] > avail:
         raise ConfigError(
             f"this run needs about {fmt_bytes(need['memory'])} of memory ({need['instances']} instance(s) x "

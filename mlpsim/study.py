@@ -459,10 +459,15 @@ README_MARKERS = ("<!-- verdicts:start -->", "<!-- verdicts:end -->")
 def write_table_into(path, table: str, markers=README_MARKERS):
     """Replace the text between two markers of a markdown file (e.g. the README) by ``table``."""
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--into {str(path)!r} is not a UTF-8 text file") from None
+    except FileNotFoundError:
+        raise ConfigError(f"--into {str(path)!r} does not exist (the table goes between two markers in it)") from None
     start, end = markers
-    if start not in text or end not in text:
-        raise ConfigError(f"{str(path)!r} has no {start} ... {end} block to fill")
+    if start not in text or end not in text.split(start, 1)[1]:
+        raise ConfigError(f"{str(path)!r} has no {start} ... {end} block to fill (the start marker, then the end)")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     atomic_write_bytes(path, (head + start + "\n" + table + "\n" + end + tail).encode())

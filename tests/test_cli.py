@@ -55,6 +55,8 @@ def test_config_file_with_overrides(tmp_path, capsys):
     (["explore", "--run", "nowhere", "--out", ""], "--out must name a file, got ''"),
     (["verdict", "broadening", "--run", "nowhere", "--into", "X"], "use it with --table"),
     (["atlas", "--size", "tiny", "--dry-run", "--into", "X"], "use it with --answers"),
+    (["train", "--preset", "tiny", "--set", 'data.target="teacher"', "--set", "data.teacher_widths=[1, 10000000000, 1]",
+      "--dry-run"], "the teacher network data.teacher_widths = [1, 10000000000, 1] needs about"),
 ])
 def test_bad_input_exit_code_2_and_message(tmp_path, capsys, args, message):
     args = [a.replace("X", str(tmp_path / "x")) for a in args]
@@ -282,3 +284,19 @@ def test_a_study_that_fails_leaves_no_earlier_summary_looking_current(tmp_path, 
 def test_a_scale_too_large_for_any_machine(capsys):
     assert main(["study", "seed", "--scale", "1e300", "--out", "nowhere"]) == 2
     assert "--scale 1e+300 makes 1.5e+304 training steps" in capsys.readouterr().err
+
+
+def test_a_verdict_table_into_a_file_without_a_proper_block(tmp_path, capsys):
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "summary.json").write_text('{"study": "distribution", "verdicts": []}')
+    (out / "meta.json").write_text("{}")
+    cases = {"reversed.md": "<!-- verdicts:end -->\n<!-- verdicts:start -->\n".encode(),
+             "latin1.md": "caf\xe9 <!-- verdicts:start --> <!-- verdicts:end -->".encode("latin-1")}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    for name, message in [("reversed.md", "has no <!-- verdicts:start --> ... <!-- verdicts:end --> block"),
+                          ("latin1.md", "is not a UTF-8 text file"), ("missing.md", "does not exist")]:
+        assert main(["verdict", "--table", str(out), "--into", str(tmp_path / name)]) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "reversed.md").read_bytes() == cases["reversed.md"]

@@ -173,3 +173,18 @@ def test_report_on_a_folder_without_studies(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", "--out", str(tmp_path / "r"), str(tmp_path / "empty")]) == EXIT_BAD_INPUT
     assert "summary.json and meta.json" in capsys.readouterr().err
+
+
+def test_a_report_reads_each_output_once_and_not_into_itself(tmp_path, capsys):
+    src = tmp_path / "out"
+    for name in ("a", "b"):
+        (src / name).mkdir(parents=True)
+        (src / name / "summary.json").write_text('{"study": "distribution", "verdicts": []}')
+        (src / name / "meta.json").write_text('{"study": "distribution", "runs": {}}')
+    assert main(["report", "--out", str(src / "report"), str(src)]) == 0  # beside the outputs, as studies do
+    capsys.readouterr()
+    assert main(["report", "--out", str(tmp_path / "r"), str(src)]) == 0
+    assert "(2 study outputs)" in capsys.readouterr().out  # not 4: the first report's copies are not outputs
+    for out in (src, tmp_path):
+        assert main(["report", "--out", str(out), str(src)]) == EXIT_BAD_INPUT
+        assert "is (or holds) the folder the report reads" in capsys.readouterr().err

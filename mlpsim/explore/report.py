@@ -46,8 +46,11 @@ def find_outputs(sources) -> list:
         if not src.exists():
             raise ConfigError(f"{str(src)!r} does not exist: give the folder where studies wrote their outputs")
         candidates = [src] + sorted(p.parent for p in src.rglob("summary.json"))
+        reports = {p.parent for p in src.rglob("notebook.html") if (p.parent / "index.html").exists()}
         for folder in candidates:
             if "runs" in folder.parts[len(src.parts):] or folder in found:
+                continue
+            if reports & ({folder} | set(folder.parents)):  # a report's copy of an output, not another output
                 continue
             if (folder / "summary.json").exists() and ((folder / "meta.json").exists() or (folder / "atlas.json").exists()):
                 found.append(folder)
@@ -77,6 +80,10 @@ def build_report(out, sources=("out",), explorers: bool = True, max_mb: float = 
     from .notebook import CELLS
     out = Path(out).resolve()
     sources = [Path(s) for s in (sources or ("out",))]
+    for src in sources:
+        if src.exists() and (src.resolve() == out or out in src.resolve().parents):
+            raise ConfigError(f"--out {str(out)!r} is (or holds) the folder the report reads, {str(src)!r}; "
+                              f"write the report into a folder of its own, e.g. --out {Path(src) / 'report'}")
     outputs = [f for f in find_outputs(sources) if f.resolve() != out and out not in f.resolve().parents]
     if not outputs:
         raise ConfigError(f"no study output found under {', '.join(map(str, sources))}: the report looks for "
