@@ -202,6 +202,13 @@ def _key(levels: dict) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in levels.items()))
 
 
+#: The keys every condition sets (:func:`condition_config`): an atlas's ``--set`` of one of them would
+#: be overwritten in every run, so it is refused (the factors and ``--size`` vary them).
+CONDITION_KEYS = ("model.widths", "model.activation", "model.init", "data.target", "data.n", "train.optimizer",
+                  "train.adam_variant", "train.lr", "train.weight_decay", "train.dtype", "train.steps",
+                  "train.checkpoint_every", "train.instances", "train.on_divergence")
+
+
 def condition_config(levels: dict, size: Size, base: Config = None) -> Config:
     """The run configuration of a condition."""
     base = base or preset("seed")
@@ -219,6 +226,7 @@ def condition_config(levels: dict, size: Size, base: Config = None) -> Config:
         "train.steps": size.steps, "train.checkpoint_every": size.steps, "train.instances": size.instances,
         "train.on_divergence": "continue",
     }
+    assert tuple(values) == CONDITION_KEYS
     return base.with_values(values)
 
 

@@ -265,7 +265,12 @@ def cmd_atlas(args) -> int:
         raise ConfigError("--out DIR is required (or use --dry-run)")
     if args.size not in SIZES:
         raise ConfigError(unknown_name_message("atlas size", args.size, SIZES))
+    from .atlas import CONDITION_KEYS
     from .config import preset
+    fixed = [a.split("=", 1)[0].strip() for a in args.set if a.split("=", 1)[0].strip() in CONDITION_KEYS]
+    if fixed:
+        raise ConfigError(f"atlas --set {fixed[0]}: every condition of the atlas sets it (its factors and --size "
+                          f"do); --set can change only the other keys of the seed configuration")
     base = preset("seed").with_overrides(args.set) if args.set else None
     result = run_atlas(args.out, size=args.size, only=args.only, workers=args.workers, scheduler=args.scheduler,
                        dask_local=args.dask_local, dry_run=args.dry_run, seed=args.seed, base=base)

@@ -55,6 +55,8 @@ def test_config_file_with_overrides(tmp_path, capsys):
     (["explore", "--run", "nowhere", "--out", ""], "--out must name a file, got ''"),
     (["verdict", "broadening", "--run", "nowhere", "--into", "X"], "use it with --table"),
     (["atlas", "--size", "tiny", "--dry-run", "--into", "X"], "use it with --answers"),
+    (["atlas", "--size", "tiny", "--dry-run", "--set", "train.instances=1"],
+     "atlas --set train.instances: every condition of the atlas sets it"),
     (["train", "--preset", "tiny", "--set", 'data.target="teacher"', "--set", "data.teacher_widths=[1, 10000000000, 1]",
       "--dry-run"], "the teacher network data.teacher_widths = [1, 10000000000, 1] needs about"),
 ])
