@@ -258,3 +258,16 @@ def test_answers_of_a_folder_that_is_not_an_atlas(tmp_path, capsys):
     assert f"mlpsim: error: '{study}' is not an atlas output folder (it has no atlas.json)" in capsys.readouterr().err
     assert main(["atlas", "--answers", str(tmp_path / "nowhere")]) == EXIT_BAD_INPUT
     assert f"'{tmp_path / 'nowhere'}' does not exist" in capsys.readouterr().err
+
+
+def test_every_key_a_condition_changes_is_one_atlas_set_refuses():
+    from mlpsim.config import preset
+    base = preset("seed").to_dict()
+    changed = set()
+    for size in ("tiny", "default"):
+        for c in atlas.design(atlas.SIZES[size]):
+            cfg = atlas.condition_config(c.levels, atlas.SIZES[size]).to_dict()
+            changed |= {f"{s}.{k}" for s, d in cfg.items() for k, v in d.items() if base[s][k] != v}
+    changed.discard("data.x_range")  # not set: it follows the target unless the user gives one
+    assert changed <= set(atlas.CONDITION_KEYS), changed - set(atlas.CONDITION_KEYS)
+    assert len(changed) >= 10  # the design varies most of them
