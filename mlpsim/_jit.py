@@ -37,9 +37,10 @@ from numba.core import caching
 #: other process's working thread needs, and every parallel region (two per training
 #: step) then waits for a scheduler time slice. Measured on the Xeon model 207 (2 cores,
 #: seed step, 5 nets, 2 threads each, two processes at once): 15.6 ms per step with the
-#: default, 0.50 ms with 1000 spins, 0.42 ms with one thread each. Alone, 1000 spins are
-#: as fast as the default (245-260 us per step; the gap between two regions is
-#: microseconds), while sleeping at once (``OMP_WAIT_POLICY=passive``) costs 40 %.
+#: default, 0.50-0.83 ms with 1000 spins, 0.42 ms with one thread each. Alone, 1000 spins
+#: cost 0-5 % (64 nets, interleaved rounds: 2.97-3.06 ms per step against 2.83-2.98; 5
+#: nets: within the VM's noise, 241-253 us against 234-248), while sleeping at once
+#: (``OMP_WAIT_POLICY=passive``) costs 40 %, and 300 spins 50 % (5 nets).
 #: ``benchmarks/test_bench_contention.py`` measures it. Read by libgomp when it loads,
 #: at numba's first parallel call: so this must run before that (mlpsim imports this
 #: module before any kernel runs; in a process that ran a numba parallel function
