@@ -207,7 +207,8 @@ def _key(levels: dict) -> tuple:
 #: to what condition_config changes by tests/test_atlas.py.
 CONDITION_KEYS = ("model.widths", "model.activation", "model.init", "data.target", "data.n", "train.optimizer",
                   "train.adam_variant", "train.lr", "train.weight_decay", "train.dtype", "train.steps",
-                  "train.checkpoint_every", "train.instances", "train.on_divergence")
+                  "train.checkpoint_every", "train.instances", "train.on_divergence",
+                  "data.x_range")  # (reset to the target's own range when a condition sets the target)
 
 
 def condition_config(levels: dict, size: Size, base: Config = None) -> Config:
