@@ -418,7 +418,13 @@ def _toml_value(v) -> str:
 
 
 def _from_plain(v):
-    return tuple(_from_plain(x) for x in v) if isinstance(v, list) else v
+    """A configuration value as plain Python: lists (and numpy arrays) as tuples, numpy scalars
+    as int/float/bool/str (np.int64(20) passes every check, then breaks the JSON and the hash)."""
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, tuple)):
+        return tuple(_from_plain(x) for x in v)
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _unknown_key_message(key: str, allowed) -> str:

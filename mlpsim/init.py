@@ -108,6 +108,18 @@ def init_params(net: MLP, seed: int = 0, instance: int = 0, scheme: str = "kaimi
         raise ValueError(unknown_name_message("init scheme", scheme, INIT_SCHEMES))
     if bias_init not in BIAS_INITS:
         raise ValueError(unknown_name_message("bias_init", bias_init, BIAS_INITS))
+    for name, value in (("seed", seed), ("instance", instance)):  # 2.5 would quietly be seed 2
+        if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0):
+            raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    if not (isinstance(bias_scale, (int, float, np.integer, np.floating)) and np.isfinite(bias_scale)
+            and bias_scale >= 0):
+        raise ValueError(f"bias_scale must be a finite number >= 0, got {bias_scale!r}")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}") from None
+    if dtype not in (np.float64, np.float32):  # an integer dtype would truncate every weight
+        raise ValueError(f"dtype must be float64 or float32, got {dtype}")
     rng = instance_rng(seed, instance)
     theta = np.zeros(net.n_params)
     for layer in range(net.n_layers):

@@ -215,9 +215,7 @@ class MLP:
                              f"got {x.shape}")
         if x.shape[0] < 1:
             raise ValueError("inputs must contain at least one sample")
-        if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
-            raise ValueError("inputs contain NaN or Inf (or are not numeric)")
-        return simd.aligned_copy(x.T, dtype)
+        return simd.aligned_copy(_real_values(x, "inputs").T, dtype)
 
     def check_targets(self, y, n: int, dtype=np.float64) -> np.ndarray:
         """Validate targets ``(n, d_out)`` (1-D accepted when d_out == 1); return ``(d_out, n)``."""
@@ -227,9 +225,7 @@ class MLP:
         if y.ndim != 2 or y.shape != (n, self.widths[-1]):
             raise ValueError(f"targets must have shape ({n}, {self.widths[-1]}) to match the inputs "
                              f"and the network's output, got {y.shape}")
-        if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)):
-            raise ValueError("targets contain NaN or Inf (or are not numeric)")
-        return simd.aligned_copy(y.T, dtype)
+        return simd.aligned_copy(_real_values(y, "targets").T, dtype)
 
     def check_params(self, theta, dtype=None) -> np.ndarray:
         """Validate a parameter array ``(..., P)``: finite, right length, 0 where masked."""
@@ -244,6 +240,14 @@ class MLP:
         if dtype is None:
             dtype = theta.dtype if theta.dtype in (np.float32, np.float64) else np.float64
         return np.ascontiguousarray(theta, dtype=dtype)
+
+    def check_trajectory(self, params):
+        """A ValueError unless ``params`` is a trajectory of this network: (instances, checkpoints, P)
+        (a run's ``params``); parameters of another network would be measured without a word."""
+        shape = np.shape(params)
+        if len(shape) != 3 or shape[-1] != self.n_params:
+            raise ValueError(f"expected parameters of shape (instances, checkpoints, {self.n_params}) for "
+                             f"{self!r} (a run's params), got shape {shape}")
 
     def _check_param_axis(self, theta):
         if theta.ndim < 1 or theta.shape[-1] != self.n_params:
@@ -284,6 +288,20 @@ def numpy_activation(z, name: str, slope: float = 0.01):
     if name == "leaky_relu":
         return np.where(z > 0, z, slope * z)
     return z
+
+
+def _real_values(a: np.ndarray, what: str) -> np.ndarray:
+    """``a`` as real numbers (booleans as 0 and 1, e.g. ``y = x > 0``), or a ValueError saying why not:
+    complex numbers would lose their imaginary part without a word in the float conversion."""
+    if a.dtype == bool:
+        return a.astype(np.float64)
+    if np.iscomplexobj(a):
+        raise ValueError(f"{what} are complex numbers; mlpsim works with real numbers")
+    if not np.issubdtype(a.dtype, np.number):
+        raise ValueError(f"{what} must be numbers, got dtype {a.dtype}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{what} contain NaN or Inf")
+    return a
 
 
 def validate_widths(widths) -> tuple:

@@ -60,6 +60,13 @@ def edit(net: MLP, theta, indices, op: str, value=None, seed=None, scheme: str =
         raise ValueError(unknown_name_message("edit operation", op, OPERATIONS))
     if op in ("set", "add", "multiply") and value is None:
         raise ValueError(f"edit operation {op!r} needs a value")
+    if value is not None:
+        try:
+            finite = bool(np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
+        except (TypeError, ValueError):
+            raise ValueError(f"edit value must be a number or an array of numbers, got {value!r}") from None
+        if not finite:
+            raise ValueError(f"edit value must be finite, got {value!r}")
     if op == "redraw" and seed is None:
         raise ValueError("edit operation 'redraw' needs a seed")
     idx = _check_indices(net, indices)
@@ -443,11 +450,13 @@ def predicted_effects(net: MLP, theta, x, y, budget: Budget, H=None) -> dict:
 # --------------------------------------------------------------------- layer resets
 def reinitialize_layer(net: MLP, theta, layer: int, initial=None, seed=None,
                        scheme: str = "kaiming_normal") -> np.ndarray:
-    """A copy of ``theta`` with layer ``layer`` (0-based) reset to ``initial``
-    (the run's initial parameters) or, if ``initial`` is None, re-drawn from
-    ``scheme`` with ``seed`` (biases to 0) — Zhang, Bengio & Singer 2019."""
-    if not (isinstance(layer, (int, np.integer)) and 0 <= layer < net.n_layers):
-        raise ValueError(f"layer must be in [0, {net.n_layers - 1}], got {layer!r}")
+    """A copy of ``theta`` with layer ``layer`` (W``layer`` and b``layer``: 1-based, as
+    :meth:`MLP.indices` counts) reset to ``initial`` (the run's initial parameters) or, if
+    ``initial`` is None, re-drawn from ``scheme`` with ``seed`` (biases to 0) — Zhang,
+    Bengio & Singer 2019."""
+    if not (isinstance(layer, (int, np.integer)) and not isinstance(layer, bool) and 1 <= layer <= net.n_layers):
+        raise ValueError(f"layer must be in [1, {net.n_layers}] (W1 .. W{net.n_layers}), got {layer!r}")
+    layer = int(layer) - 1  # 0-based below: the layout's entries and the masks
     out = np.array(theta, dtype=np.float64)
     sl = np.concatenate([np.arange(net.layout[2 * layer].offset, net.layout[2 * layer].offset
                                    + net.layout[2 * layer].size),

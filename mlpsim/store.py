@@ -833,9 +833,25 @@ class Run:
         return np.array([e for e in range(self.n_instances) if e not in bad], dtype=np.int64)
 
     def select_instances(self, instances) -> "Run":
-        """A view of this run restricted to ``instances`` (arrays are copied into memory)."""
+        """A view of this run restricted to ``instances`` (arrays are copied into memory).
+
+        ``instances``: instance numbers (distinct, in ``0 .. n_instances - 1``) or a boolean mask of
+        length ``n_instances`` (e.g. ``run.final_loss() < 0.1``).
+        """
         import copy
-        idx = np.asarray(instances, dtype=np.int64)
+        raw = np.asarray(instances)
+        E = self.n_instances
+        if raw.dtype == bool:  # a mask, not the numbers 0 and 1
+            if raw.shape != (E,):
+                raise ValueError(f"a boolean mask of instances must have shape ({E},), got {raw.shape}")
+            idx = np.flatnonzero(raw)
+        elif raw.ndim == 1 and np.issubdtype(raw.dtype, np.integer):
+            idx = raw.astype(np.int64)
+            if np.any((idx < 0) | (idx >= E)) or np.unique(idx).size != idx.size:
+                raise ValueError(f"instances must be distinct numbers in [0, {E - 1}], got {idx.tolist()}")
+        else:
+            raise ValueError(f"instances must be a list of instance numbers or a boolean mask of length {E}, "
+                             f"got {instances!r}")
         if idx.size == 0:
             raise RunError(f"run {str(self.path)!r}: no instances selected")
         sub = copy.copy(self)

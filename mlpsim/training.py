@@ -22,9 +22,9 @@ from .data import draw_inputs, load_data_file, target_function
 from .errors import file_read_problem
 from .init import init_params as draw_init_params
 from .model import MLP
-from .progress import Progress
-from .store import (Run, RunError, RunWriter, WriteLock, check_disk, check_memory, clear_run_dir, inspect_run,
-                    is_run_dir, load_npz, load_run, load_xy, read_json)
+from .progress import Progress, resolve_mode
+from .store import (Run, RunError, RunWriter, WriteLock, available_memory, check_disk, check_memory, clear_run_dir,
+                    fmt_bytes, inspect_run, is_run_dir, load_npz, load_run, load_xy, read_json)
 
 
 class TrainingDiverged(RuntimeError):
@@ -159,7 +159,10 @@ def training_data(config: Config, net: MLP, target=None):
 
 
 def _call_target(fn, x, d_out):
-    y = np.asarray(fn(x), dtype=np.float64)
+    out = fn(x.copy())  # a target that writes into its argument (x -= 1) must not change the inputs
+    if np.iscomplexobj(out):
+        raise ValueError("the target gives complex numbers; mlpsim trains on real data")
+    y = np.array(out, dtype=np.float64)  # (a copy: the target may return its argument or keep it)
     if y.ndim == 1:
         y = y[:, None]
     if y.shape != (x.shape[0], d_out):
@@ -231,6 +234,8 @@ class Ensemble:
         self.state1 = np.zeros_like(self.thetas)
         self.state2 = np.zeros_like(self.thetas)
         self.active = np.ones(E, dtype=np.uint8)
+        if not (isinstance(step, (int, np.integer)) and not isinstance(step, bool) and step >= 0):
+            raise ValueError(f"step (updates already done) must be a whole number >= 0, got {step!r}")
         self.step = int(step)
         self.buffers = net.work_buffers(E, self.X.shape[1], self.dtype)
         self.G = np.empty((E, P), dtype=self.dtype)
@@ -242,6 +247,12 @@ class Ensemble:
 
         Inactive (diverged) instances are skipped and get NaN losses.
         """
+        if not (isinstance(n_steps, (int, np.integer)) and not isinstance(n_steps, bool) and n_steps >= 0):
+            raise ValueError(f"n_steps must be a whole number >= 0, got {n_steps!r}")
+        need, avail = 8 * self.thetas.shape[0] * int(n_steps), available_memory()
+        if avail is not None and need > avail:  # the losses returned: run a long training in pieces
+            raise ValueError(f"run({n_steps}) would return {fmt_bytes(need)} of losses and {fmt_bytes(avail)} "
+                             "is available: run fewer steps per call")
         losses = np.empty((self.thetas.shape[0], n_steps))
         kernels.train_steps(self.thetas, self.state1, self.state2, self.net.free, self.active,
                             self.step, n_steps, self.config.optimizer_code, self.hyper,
@@ -408,6 +419,15 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
     if target is not None and cfg.data.target != "callable":
         cfg = cfg.with_values({"data.target": "callable"})
     check_threads(threads)
+    for name, flag in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(flag, (bool, np.bool_)):  # overwrite="no" is truthy: it would delete a run
+            raise ConfigError(f"{name} must be True or False, got {flag!r}")
+    if stop is not None and not callable(stop):
+        raise ConfigError(f"stop must be a function returning True to stop, or None; got {stop!r}")
+    try:
+        resolve_mode(progress)  # before the run directory is created
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other")
     if not (isinstance(commit_seconds, (int, float)) and np.isfinite(commit_seconds) and commit_seconds > 0):
@@ -539,7 +559,6 @@ def _announce_compile(progress, dtype):
     instructions (:func:`mlpsim.simd.fma_warning`): a step takes about 40 times as long."""
     global _fma_warned
     from ._jit import compile_notice
-    from .progress import resolve_mode
     from .simd import fma_warning
     warning = None if _fma_warned else fma_warning()
     if warning:

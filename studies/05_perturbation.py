@@ -120,7 +120,7 @@ def analyse_run(run, seed=0, n_random=200, max_instances=None, max_candidates=No
             over["worst_mse_ratio"].append(float(t_c["mse_ratio"][jj]))
             over["worst_affected"].append(bool(RULE({k: v[jj:jj + 1] for k, v in t_c.items()})[0]))
             reset = np.stack([perturb.reinitialize_layer(net, th_c, l, initial=np.asarray(P[e, 0]))
-                              for l in range(net.n_layers)])
+                              for l in range(1, net.n_layers + 1)])
             full_idx = np.tile(np.arange(net.n_params), (net.n_layers, 1))
             eff = ev_c.effects(full_idx, reset)
             over["reinit_mse_ratio"].append(eff["mse_ratio"])

@@ -162,3 +162,12 @@ def test_selection():
         analysis.select(net, "W9")
     with pytest.raises(ValueError, match="lie in"):
         analysis.select(net, np.array([0, 169]))
+
+
+def test_trajectory_measures_refuse_parameters_of_another_network():
+    net = mlpsim.MLP([1, 4, 1])
+    params = np.zeros((2, 3, net.n_params + 5))
+    with pytest.raises(ValueError, match=rf"shape \(instances, checkpoints, {net.n_params}\)"):
+        analysis.distance_from_init(params, net)
+    with pytest.raises(ValueError, match="instances, checkpoints"):
+        analysis.singular_values(params[:, :, :net.n_params][0], net, 1)

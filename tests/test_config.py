@@ -83,3 +83,12 @@ def test_configs_are_frozen():
     c = preset("seed")
     with pytest.raises(Exception):
         c.train.lr = 1.0
+
+
+def test_numpy_values_are_stored_as_plain_python():
+    cfg = preset("tiny").with_values({"train.steps": np.int64(20), "train.lr": np.float32(0.5),
+                                      "model.widths": np.array([1, 4, 1])})
+    plain = preset("tiny").with_values({"train.steps": 20, "train.lr": float(np.float32(0.5)),
+                                        "model.widths": [1, 4, 1]})
+    assert cfg.sha256() == plain.sha256() and json.loads(cfg.to_json()) == json.loads(plain.to_json())
+    assert "np." not in cfg.to_toml()

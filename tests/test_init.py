@@ -142,3 +142,16 @@ def test_bad_forward_inputs():
         net.forward(theta[:-1], np.zeros((5, 2)))
     with pytest.raises(ValueError, match="targets"):
         net.loss_and_grad(theta, np.zeros((5, 2)), np.zeros((4, 1)))
+
+
+def test_init_refuses_what_it_would_quietly_change():
+    net = mlpsim.MLP([1, 8, 1])
+    for kwargs, message in [({"seed": 2.5}, "seed must be a whole number"), ({"seed": "7"}, "seed must"),
+                            ({"seed": True}, "seed must"), ({"seed": -1}, "seed must"),
+                            ({"dtype": np.int32}, "dtype must be float64 or float32"),
+                            ({"dtype": complex}, "dtype must be"), ({"dtype": "floaty"}, "dtype must be"),
+                            ({"bias_init": "normal", "bias_scale": np.nan}, "bias_scale must be a finite number"),
+                            ({"bias_init": "uniform", "bias_scale": -1}, "bias_scale must")]:
+        with pytest.raises(ValueError, match=message):
+            net.init(**kwargs)
+    assert net.init(seed=np.int64(3)).tobytes() == net.init(seed=3).tobytes()

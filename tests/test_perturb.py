@@ -166,12 +166,14 @@ def test_predictions_and_layer_reinit(trained):
     _, g = net.loss_and_grad(theta, x, y)
     np.testing.assert_allclose(p["first_order"], 0.1 * np.abs(g), rtol=1e-12)  # |g| * eps, both ways equal
     init = np.zeros_like(theta)
-    out = perturb.reinitialize_layer(net, theta, 1, initial=init)
+    out = perturb.reinitialize_layer(net, theta, 2, initial=init)  # layer 2 is W2, b2: 1-based as MLP.indices
     assert np.all(net.view(out, "W2") == 0) and np.array_equal(net.view(out, "W3"), net.view(theta, "W3"))
-    r = perturb.reinitialize_layer(net, theta, 2, seed=3)
+    assert np.array_equal(net.view(out, "W1"), net.view(theta, "W1"))
+    r = perturb.reinitialize_layer(net, theta, 3, seed=3)
     assert np.all(net.view(r, "b3") == 0) and not np.array_equal(net.view(r, "W3"), net.view(theta, "W3"))
-    with pytest.raises(ValueError, match="layer"):
-        perturb.reinitialize_layer(net, theta, 4, seed=0)
+    for bad in (0, net.n_layers + 1, True):
+        with pytest.raises(ValueError, match=rf"layer must be in \[1, {net.n_layers}\]"):
+            perturb.reinitialize_layer(net, theta, bad, seed=0)
 
 
 def test_second_order_prediction_matches_small_exact_edits():
@@ -271,3 +273,10 @@ def test_perturbation_study_without_hessian(tmp_path):
     assert np.all(np.isnan(r["per_instance"][0]["heuristics"]["hessian_diag"]))
     m.plot_run(r, tmp_path / "out")
     assert (tmp_path / "out" / "fig_critical_weights.png").stat().st_size > 1000
+
+
+def test_an_edit_to_nan_or_inf_is_refused(trained):
+    net, theta, _, _ = trained
+    for op, value in (("set", np.nan), ("add", np.inf), ("multiply", [1.0, np.nan])):
+        with pytest.raises(ValueError, match="edit value must be finite"):
+            perturb.edit(net, theta, [0, 1], op, value)

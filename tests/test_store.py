@@ -86,3 +86,16 @@ def test_resume_with_other_masks_is_refused(tmp_path):
         mlpsim.train("tiny", tmp_path / "r", resume=True, progress=False)
     with pytest.raises(RunError, match="mask of layer 2"):
         mlpsim.train("tiny", tmp_path / "r", masks=[None, 1 - mask, None, None], resume=True, progress=False)
+
+
+def test_select_instances_takes_numbers_or_a_mask_and_nothing_else(tmp_path):
+    run = mlpsim.train("tiny", tmp_path / "r", overrides=["train.steps=20", "train.instances=4"], progress=False)
+    mask = np.array([True, False, True, False])
+    sub = run.select_instances(mask)  # a mask, not the instances 1, 0, 1, 0
+    assert list(sub.instance_ids) == [0, 2] and np.array_equal(sub.params, np.asarray(run.params)[[0, 2]])
+    assert list(run.select_instances([3, 1]).instance_ids) == [3, 1]
+    for bad, message in [([True, False], r"boolean mask of instances must have shape \(4,\)"),
+                         ([0, 0], "distinct numbers in \\[0, 3\\]"), ([-1], "distinct numbers"), ([4], "distinct"),
+                         (1, "list of instance numbers or a boolean mask"), ([0.5], "list of instance numbers")]:
+        with pytest.raises(ValueError, match=message):
+            run.select_instances(bad)

@@ -302,3 +302,54 @@ def test_a_finished_run_of_another_engine_version_is_not_reused(tmp_path, monkey
     here = study.run_path(cfg, tmp_path)
     monkeypatch.setattr(mlpsim.kernels, "ENGINE_VERSION", mlpsim.kernels.ENGINE_VERSION + 1)
     assert study.run_path(cfg, tmp_path) != here and study.run_path(cfg, tmp_path).parent == here.parent
+
+
+def test_a_target_cannot_change_the_inputs_or_hand_over_complex_numbers(tmp_path):
+    def in_place(x):
+        x -= 1.0  # writes into its argument
+        return np.sin(x)
+    run = mlpsim.train("tiny", tmp_path / "a", overrides=["train.steps=20"], target=in_place, progress=False)
+    x, y = run.data()
+    np.testing.assert_array_equal(y, np.sin(x - 1.0))  # x is the drawn inputs, untouched
+    with pytest.raises(ConfigError, match="complex numbers"):
+        mlpsim.train("tiny", tmp_path / "b", overrides=["train.steps=20"], target=lambda x: x + 1j, progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_bad_arguments_to_train_are_refused_before_the_run_directory_exists(tmp_path):
+    for kwargs, message in [({"overwrite": "no"}, "overwrite must be True or False"),
+                            ({"resume": 1}, "resume must be True or False"),
+                            ({"stop": 5}, "stop must be a function"), ({"progress": "yes"}, "progress must be")]:
+        with pytest.raises(ConfigError, match=message):
+            mlpsim.train("tiny", tmp_path / "r", overrides=["train.steps=20"], **kwargs)
+        assert not (tmp_path / "r").exists()
+
+
+def test_ensemble_steps_are_whole_numbers(tmp_path):
+    cfg = preset("tiny")
+    net = mlpsim.training.build_net(cfg)
+    x, y, _, _ = mlpsim.training.training_data(cfg, net)
+    thetas = mlpsim.training.initial_params(cfg, net)
+    for step in (-5, 2.7, True):
+        with pytest.raises(ValueError, match="step"):
+            mlpsim.Ensemble(net, cfg.train, x, y, thetas, step=step)
+    ens = mlpsim.Ensemble(net, cfg.train, x, y, thetas)
+    for n in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="n_steps must be a whole number"):
+            ens.run(n)
+    with pytest.raises(ValueError, match="run fewer steps per call"):
+        ens.run(10 ** 15)
+    assert ens.run(np.int64(2)).shape == (cfg.train.instances, 2)
+
+
+def test_inputs_and_targets_are_real_numbers(tmp_path):
+    net = mlpsim.MLP([1, 4, 1])
+    theta = net.init(seed=1)
+    x = np.linspace(-1, 1, 8)[:, None]
+    with pytest.raises(ValueError, match="inputs are complex numbers"):
+        net.forward(theta, x + 1j)
+    with pytest.raises(ValueError, match="targets are complex numbers"):
+        net.loss(theta, x, x + 1j)
+    with pytest.raises(ValueError, match="inputs must be numbers, got dtype <U1"):
+        net.forward(theta, np.array(list("abcdefgh"))[:, None])
+    assert net.loss(theta, x, x > 0) == net.loss(theta, x, (x > 0) * 1.0)  # a boolean target is 0 and 1

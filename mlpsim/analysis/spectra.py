@@ -47,6 +47,7 @@ def singular_values(params, net: MLP, layer: int, block=None, workers=None) -> n
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
+    net.check_trajectory(params)
     if not (isinstance(layer, (int, np.integer)) and 1 <= layer <= net.n_layers):
         raise ValueError(f"layer must be an integer in 1..{net.n_layers} (layer k is Wk), got {layer!r}")
     E, C, _ = np.shape(params)

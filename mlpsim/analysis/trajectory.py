@@ -51,6 +51,7 @@ def normalize(params, net: MLP, mode: str = "raw") -> np.ndarray:
 def distance_from_init(params, net: MLP) -> dict:
     """``||theta_t - theta_0||``: ``total`` (E, C) and ``per_layer`` (E, C, L),
     and ``relative`` = total / ||theta_0|| (E, C)."""
+    net.check_trajectory(params)
     E, C, P = np.shape(params)
     theta0 = np.asarray(params[:, 0], dtype=np.float64)
     slices = _layer_slices(net)
