@@ -42,6 +42,7 @@ statements name; their docstrings say how.
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import warnings
@@ -449,8 +450,17 @@ def evaluate(name: str, run, *, level: float = LEVEL, seed: int = 0, checkpoint:
         complete, or unusable parameters.
     """
     claim = get_claim(name)
-    if not (0 < level < 1):
-        raise ClaimError(f"level must lie in (0, 1), got {level!r}")
+    if not (isinstance(level, (int, float, np.integer, np.floating)) and 0 < level < 1):
+        raise ClaimError(f"level must be a number in (0, 1), got {level!r}")
+    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+        raise ClaimError(f"seed must be a whole number >= 0, got {seed!r}")
+    if not (isinstance(checkpoint, (int, np.integer)) and not isinstance(checkpoint, bool)):
+        raise ClaimError(f"checkpoint must be a checkpoint index (an int; -1 is the last), got {checkpoint!r}")
+    allowed = set(inspect.signature(claim.measure_rows).parameters) - {"traj", "seed"}  # its options
+    unknown = sorted(set(options) - allowed)  # (checked here: a run with too few instances never measures)
+    if unknown:
+        raise ClaimError(f"claim {claim.name!r} has no option {unknown[0]!r}; its options: "
+                         f"{', '.join(sorted(allowed)) or 'none'}")
     traj = as_trajectory(run, checkpoint)
     E = traj.n_instances
     source = traj.source

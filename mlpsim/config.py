@@ -358,6 +358,13 @@ class Config:
         ``train.optimizer=gd`` works as well as ``train.optimizer="gd"``; any
         other text that is not valid TOML (``[1, 32, 1``) is an error.
         """
+        if assignments is None:
+            assignments = []
+        elif isinstance(assignments, str):  # one assignment, not its characters
+            assignments = [assignments]
+        elif isinstance(assignments, dict):
+            raise ConfigError("overrides are 'section.key=value' strings; for a dict of values use "
+                              "Config.with_values(...)")
         values = {}
         for text in assignments:
             if not isinstance(text, str) or "=" not in text:

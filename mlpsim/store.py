@@ -886,4 +886,6 @@ def load_run(path, allow_incomplete: bool = False) -> Run:
         A run whose manifest is not ``complete`` raises :class:`RunError`
         unless this is True; then the arrays hold the committed prefix only.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a run directory (a str or Path), got {path!r}")
     return Run(path, allow_incomplete=allow_incomplete)

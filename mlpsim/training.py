@@ -7,6 +7,7 @@ now and then, and reacts to Ctrl-C. See :mod:`mlpsim.store` for the files.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -225,6 +226,11 @@ class Ensemble:
     """
 
     def __init__(self, net: MLP, train_config, x, y, thetas, step: int = 0):
+        from .config import TrainConfig
+        if isinstance(train_config, Config):
+            raise TypeError("Ensemble needs the train section of a configuration: pass config.train, not config")
+        if not isinstance(train_config, TrainConfig):
+            raise TypeError(f"train_config must be a TrainConfig (config.train), got {type(train_config).__name__}")
         self.net, self.config = net, train_config
         self.dtype = np.dtype(train_config.dtype)
         self.X = net.check_inputs(x, dtype=self.dtype)
@@ -419,6 +425,8 @@ def train(config=None, out=None, *, overrides=(), masks=None, init_params=None, 
     if target is not None and cfg.data.target != "callable":
         cfg = cfg.with_values({"data.target": "callable"})
     check_threads(threads)
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise ConfigError(f"out must be a folder (a str or Path) or None, got {out!r}")
     for name, flag in (("resume", resume), ("overwrite", overwrite)):
         if not isinstance(flag, (bool, np.bool_)):  # overwrite="no" is truthy: it would delete a run
             raise ConfigError(f"{name} must be True or False, got {flag!r}")

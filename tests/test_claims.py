@@ -473,3 +473,14 @@ def test_pair_group_means_equal_the_pair_by_pair_definition(widths):
                     expected = r2[g == code].mean() if np.any(g == code) else np.nan
                     np.testing.assert_allclose(got[kind][b, code], expected, rtol=1e-12, err_msg=f"{way.__name__} {kind} {code}")
     assert pairs.counts["category"][0] == 0 and pairs.counts["category"].sum() == ok.sum()
+
+
+def test_evaluate_refuses_bad_arguments_by_name():
+    from mlpsim.errors import ClaimError
+    net = mlpsim.MLP([1, 4, 1])
+    traj = planted.trajectory(net, np.zeros((3, net.n_params)) + 0.1, np.zeros((3, net.n_params)) + 0.2)
+    for kwargs, message in [({"seed": -1}, "seed must be a whole number >= 0"), ({"seed": "1"}, "seed must"),
+                            ({"level": "0.05"}, "level must be a number in"), ({"checkpoint": 1.5}, "checkpoint must"),
+                            ({"n_nul": 5}, "claim 'longer_tails' has no option 'n_nul'; its options: n_null")]:
+        with pytest.raises(ClaimError, match=message):
+            claims.evaluate("longer_tails", traj, **kwargs)

@@ -319,17 +319,21 @@ def test_a_target_cannot_change_the_inputs_or_hand_over_complex_numbers(tmp_path
 def test_bad_arguments_to_train_are_refused_before_the_run_directory_exists(tmp_path):
     for kwargs, message in [({"overwrite": "no"}, "overwrite must be True or False"),
                             ({"resume": 1}, "resume must be True or False"),
-                            ({"stop": 5}, "stop must be a function"), ({"progress": "yes"}, "progress must be")]:
+                            ({"stop": 5}, "stop must be a function"), ({"progress": "yes"}, "progress must be"),
+                            ({"out": 5}, "out must be a folder")]:
         with pytest.raises(ConfigError, match=message):
-            mlpsim.train("tiny", tmp_path / "r", overrides=["train.steps=20"], **kwargs)
+            mlpsim.train("tiny", **{"out": tmp_path / "r", "overrides": ["train.steps=20"], **kwargs})
         assert not (tmp_path / "r").exists()
+    with pytest.raises(TypeError, match="path must be a run directory"):
+        mlpsim.load_run(5)
 
 
 def test_ensemble_steps_are_whole_numbers(tmp_path):
+    from mlpsim.training import build_net, initial_params, training_data
     cfg = preset("tiny")
-    net = mlpsim.training.build_net(cfg)
-    x, y, _, _ = mlpsim.training.training_data(cfg, net)
-    thetas = mlpsim.training.initial_params(cfg, net)
+    net = build_net(cfg)
+    x, y, _, _ = training_data(cfg, net)
+    thetas = initial_params(cfg, net)
     for step in (-5, 2.7, True):
         with pytest.raises(ValueError, match="step"):
             mlpsim.Ensemble(net, cfg.train, x, y, thetas, step=step)
@@ -353,3 +357,16 @@ def test_inputs_and_targets_are_real_numbers(tmp_path):
     with pytest.raises(ValueError, match="inputs must be numbers, got dtype <U1"):
         net.forward(theta, np.array(list("abcdefgh"))[:, None])
     assert net.loss(theta, x, x > 0) == net.loss(theta, x, (x > 0) * 1.0)  # a boolean target is 0 and 1
+
+
+def test_an_ensemble_is_given_the_train_section_and_overrides_may_be_one_string():
+    from mlpsim.training import build_net, initial_params, training_data
+    cfg = preset("tiny")
+    net = build_net(cfg)
+    x, y, _, _ = training_data(cfg, net)
+    with pytest.raises(TypeError, match="pass config.train, not config"):
+        mlpsim.Ensemble(net, cfg, x, y, initial_params(cfg, net))
+    assert cfg.with_overrides("train.steps=5").train.steps == 5
+    assert cfg.with_overrides(None) == cfg
+    with pytest.raises(ConfigError, match="use Config.with_values"):
+        cfg.with_overrides({"train.steps": 5})
