@@ -336,6 +336,9 @@ class Config:
         target's default range. Every key is checked; unknown ones are refused
         with the closest known key named.
         """
+        if isinstance(values, str):
+            raise ConfigError(f"with_values takes a dict such as {{'train.steps': 1000}}; for a "
+                              f"'section.key=value' string ({values!r}) use with_overrides")
         values = dict(values or {})
         values.update({k.replace("__", "."): v for k, v in kwargs.items()})
         d = self.to_dict()
@@ -458,6 +461,6 @@ PRESETS = {
 
 def preset(name: str) -> Config:
     """The preset configuration ``name`` (see :data:`PRESETS`)."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(unknown_name_message("preset", name, PRESETS))
     return PRESETS[name]

@@ -83,7 +83,8 @@ class MLP:
         self.widths = validate_widths(widths)
         if activation not in ACTIVATIONS:
             raise ValueError(unknown_name_message("activation", activation, ACTIVATIONS))
-        if not (np.isfinite(leaky_slope) and leaky_slope >= 0):
+        if not (isinstance(leaky_slope, (int, float, np.integer, np.floating)) and not isinstance(leaky_slope, bool)
+                and np.isfinite(leaky_slope) and leaky_slope >= 0):
             raise ValueError(f"leaky_slope must be a finite number >= 0, got {leaky_slope!r}")
         self.activation = activation
         self.leaky_slope = float(leaky_slope)
@@ -334,7 +335,10 @@ def _validate_masks(masks, widths) -> tuple:
     L = len(widths) - 1
     if masks is None:
         return (None,) * L
-    masks = list(masks)
+    try:
+        masks = list(masks)
+    except TypeError:
+        raise ValueError(f"masks must be a list with one mask (or None) per layer ({L}), got {masks!r}") from None
     if len(masks) != L:
         raise ValueError(f"masks must have one entry per layer ({L}), got {len(masks)}")
     out = []
@@ -342,7 +346,10 @@ def _validate_masks(masks, widths) -> tuple:
         if mask is None:
             out.append(None)
             continue
-        mask = np.asarray(mask)
+        try:
+            mask = np.asarray(mask)
+        except ValueError:  # ragged rows
+            raise ValueError(f"mask of layer {l + 1} must be a rectangular array of 0 and 1") from None
         shape = (widths[l + 1], widths[l])
         if mask.shape != shape:
             raise ValueError(f"mask of layer {l + 1} must have the weight shape {shape}, got {mask.shape}")

@@ -73,6 +73,9 @@ def edit(net: MLP, theta, indices, op: str, value=None, seed=None, scheme: str =
     out = np.array(theta, dtype=np.float64)
     net._check_param_axis(out)
     sel = out[..., idx]
+    if value is not None and np.ndim(value) and np.shape(value)[-1] not in (1, idx.size):
+        raise ValueError(f"edit value must be one number or one per edited parameter ({idx.size}), "
+                         f"got shape {np.shape(value)}")
     if op == "set":
         new = np.broadcast_to(np.asarray(value, dtype=np.float64), sel.shape)
     elif op == "add":
@@ -360,6 +363,8 @@ def hessian(net: MLP, theta, x, y, max_bytes: int = 2 * 2**30) -> np.ndarray:
     (sum of widths); above ``max_bytes`` it raises instead (use fewer points).
     """
     theta = net.check_params(theta, dtype=np.float64)
+    if theta.ndim != 1:
+        raise ValueError(f"the Hessian is of one network: theta must have shape ({net.n_params},), got {theta.shape}")
     need = 8 * net.n_params * np.shape(x)[0] * (2 * sum(net.widths) + max(net.widths))
     if need > max_bytes:
         raise ValueError(f"the exact Hessian would need about {need / 2**30:.1f} GiB for {net.n_params} "

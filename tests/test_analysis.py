@@ -171,3 +171,11 @@ def test_trajectory_measures_refuse_parameters_of_another_network():
         analysis.distance_from_init(params, net)
     with pytest.raises(ValueError, match="instances, checkpoints"):
         analysis.singular_values(params[:, :, :net.n_params][0], net, 1)
+
+
+def test_singular_values_of_a_diverged_trajectory_say_so():
+    net = mlpsim.MLP([1, 4, 1])
+    params = np.ones((2, 3, net.n_params))
+    params[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match="W1 holds NaN or Inf"):
+        analysis.singular_values(params, net, 1)

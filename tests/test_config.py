@@ -92,3 +92,15 @@ def test_numpy_values_are_stored_as_plain_python():
                                         "model.widths": [1, 4, 1]})
     assert cfg.sha256() == plain.sha256() and json.loads(cfg.to_json()) == json.loads(plain.to_json())
     assert "np." not in cfg.to_toml()
+
+
+def test_config_helpers_name_a_mistake():
+    with pytest.raises(ConfigError, match="use with_overrides"):
+        preset("tiny").with_values("train.steps=5")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset(["tiny"])
+    for kwargs, message in [({"leaky_slope": "0.1"}, "leaky_slope must be a finite number"),
+                            ({"masks": 5}, "masks must be a list with one mask"),
+                            ({"masks": [[[1, 1], [1]], None]}, "mask of layer 1 must be a rectangular array")]:
+        with pytest.raises(ValueError, match=message):
+            mlpsim.MLP([2, 2, 1], **kwargs)

@@ -280,3 +280,11 @@ def test_an_edit_to_nan_or_inf_is_refused(trained):
     for op, value in (("set", np.nan), ("add", np.inf), ("multiply", [1.0, np.nan])):
         with pytest.raises(ValueError, match="edit value must be finite"):
             perturb.edit(net, theta, [0, 1], op, value)
+
+
+def test_bad_shapes_are_named(trained):
+    net, theta, x, y = trained
+    with pytest.raises(ValueError, match="one number or one per edited parameter"):
+        perturb.edit(net, theta, [0, 1], "set", [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="the Hessian is of one network"):
+        perturb.hessian(net, np.stack([theta, theta]), x, y)

@@ -57,6 +57,9 @@ def singular_values(params, net: MLP, layer: int, block=None, workers=None) -> n
     def work(c0):
         c1 = min(C, c0 + block)
         W = np.asarray(params[:, c0:c1, entry.slice], dtype=np.float64).reshape((E, c1 - c0) + entry.shape)
+        if not np.all(np.isfinite(W)):  # (numpy's "SVD did not converge" names nothing)
+            raise ValueError(f"W{layer} holds NaN or Inf between checkpoints {c0} and {c1 - 1}: leave out the "
+                             "diverged instances (Run.healthy_instances)")
         out[:, c0:c1] = np.linalg.svd(W, compute_uv=False)
 
     workers = workers or os.cpu_count() or 1
