@@ -55,7 +55,7 @@ import numpy as np
 from . import analysis, stats
 from .analysis.distribution import excess_kurtosis
 from .analysis.selection import weight_layers
-from .errors import ClaimError, unknown_name_message
+from .errors import ClaimError, is_int, is_number, unknown_name_message
 from .model import MLP
 from .store import to_jsonable
 
@@ -450,11 +450,11 @@ def evaluate(name: str, run, *, level: float = LEVEL, seed: int = 0, checkpoint:
         complete, or unusable parameters.
     """
     claim = get_claim(name)
-    if not (isinstance(level, (int, float, np.integer, np.floating)) and 0 < level < 1):
+    if not (is_number(level) and 0 < level < 1):
         raise ClaimError(f"level must be a number in (0, 1), got {level!r}")
-    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+    if not (is_int(seed) and seed >= 0):
         raise ClaimError(f"seed must be a whole number >= 0, got {seed!r}")
-    if not (isinstance(checkpoint, (int, np.integer)) and not isinstance(checkpoint, bool)):
+    if not is_int(checkpoint):
         raise ClaimError(f"checkpoint must be a checkpoint index (an int; -1 is the last), got {checkpoint!r}")
     allowed = set(inspect.signature(claim.measure_rows).parameters) - {"traj", "seed"}  # its options
     unknown = sorted(set(options) - allowed)  # (checked here: a run with too few instances never measures)

@@ -51,6 +51,8 @@ import numpy as np
 from . import kernels
 from .data import TARGETS
 from .init import BIAS_INITS, INIT_SCHEMES
+from .errors import is_int as _is_int
+from .errors import is_number as _is_number
 from .errors import unknown_name_message
 from .model import ACTIVATIONS, validate_widths
 
@@ -88,14 +90,6 @@ def read_toml_file(path, what: str) -> dict:
 def _require(cond: bool, key: str, message: str):
     if not cond:
         raise ConfigError(f"{key}: {message}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def _choice(key: str, value, allowed):

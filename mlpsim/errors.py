@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import difflib
 
+import numpy as np
+
 
 def unknown_name_message(kind: str, name, allowed) -> str:
     """An error message for an unknown ``name``, listing the allowed ones (and the closest)."""
@@ -14,6 +16,16 @@ def unknown_name_message(kind: str, name, allowed) -> str:
 
 class ClaimError(ValueError):
     """A claim cannot be evaluated on this input (unknown claim, unusable run)."""
+
+
+def is_int(v) -> bool:
+    """A whole number, numpy's included, and not a bool (True would pass ``isinstance(v, int)``)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def is_number(v) -> bool:
+    """A real number, numpy's included, and not a bool."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def file_read_problem(exc: BaseException) -> str:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import unknown_name_message
+from .errors import is_int, is_number, unknown_name_message
 from .model import MLP
 
 INIT_SCHEMES = ("kaiming_normal", "he_normal", "he_uniform", "glorot_uniform",
@@ -109,10 +109,9 @@ def init_params(net: MLP, seed: int = 0, instance: int = 0, scheme: str = "kaimi
     if bias_init not in BIAS_INITS:
         raise ValueError(unknown_name_message("bias_init", bias_init, BIAS_INITS))
     for name, value in (("seed", seed), ("instance", instance)):  # 2.5 would quietly be seed 2
-        if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0):
+        if not (is_int(value) and value >= 0):
             raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
-    if not (isinstance(bias_scale, (int, float, np.integer, np.floating)) and np.isfinite(bias_scale)
-            and bias_scale >= 0):
+    if not (is_number(bias_scale) and np.isfinite(bias_scale) and bias_scale >= 0):
         raise ValueError(f"bias_scale must be a finite number >= 0, got {bias_scale!r}")
     try:
         dtype = np.dtype(dtype)

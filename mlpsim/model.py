@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from . import kernels, simd
-from .errors import unknown_name_message
+from .errors import is_number, unknown_name_message
 
 #: Activation names and their kernel codes.
 ACTIVATIONS = {
@@ -83,8 +83,7 @@ class MLP:
         self.widths = validate_widths(widths)
         if activation not in ACTIVATIONS:
             raise ValueError(unknown_name_message("activation", activation, ACTIVATIONS))
-        if not (isinstance(leaky_slope, (int, float, np.integer, np.floating)) and not isinstance(leaky_slope, bool)
-                and np.isfinite(leaky_slope) and leaky_slope >= 0):
+        if not (is_number(leaky_slope) and np.isfinite(leaky_slope) and leaky_slope >= 0):
             raise ValueError(f"leaky_slope must be a finite number >= 0, got {leaky_slope!r}")
         self.activation = activation
         self.leaky_slope = float(leaky_slope)

@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from . import kernels, kernels_eval
-from .errors import unknown_name_message
+from .errors import is_int, unknown_name_message
 from .model import MLP, numpy_activation
 
 OPERATIONS = ("set", "add", "multiply", "zero", "flip_sign", "redraw")
@@ -459,7 +459,7 @@ def reinitialize_layer(net: MLP, theta, layer: int, initial=None, seed=None,
     :meth:`MLP.indices` counts) reset to ``initial`` (the run's initial parameters) or, if
     ``initial`` is None, re-drawn from ``scheme`` with ``seed`` (biases to 0) — Zhang,
     Bengio & Singer 2019."""
-    if not (isinstance(layer, (int, np.integer)) and not isinstance(layer, bool) and 1 <= layer <= net.n_layers):
+    if not (is_int(layer) and 1 <= layer <= net.n_layers):
         raise ValueError(f"layer must be in [1, {net.n_layers}] (W1 .. W{net.n_layers}), got {layer!r}")
     layer = int(layer) - 1  # 0-based below: the layout's entries and the masks
     out = np.array(theta, dtype=np.float64)

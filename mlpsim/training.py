@@ -20,7 +20,7 @@ import numpy as np
 from . import kernels
 from .config import PRESETS, Config, ConfigError, preset
 from .data import draw_inputs, load_data_file, target_function
-from .errors import file_read_problem
+from .errors import file_read_problem, is_int
 from .init import init_params as draw_init_params
 from .model import MLP
 from .progress import Progress, resolve_mode
@@ -240,7 +240,7 @@ class Ensemble:
         self.state1 = np.zeros_like(self.thetas)
         self.state2 = np.zeros_like(self.thetas)
         self.active = np.ones(E, dtype=np.uint8)
-        if not (isinstance(step, (int, np.integer)) and not isinstance(step, bool) and step >= 0):
+        if not (is_int(step) and step >= 0):
             raise ValueError(f"step (updates already done) must be a whole number >= 0, got {step!r}")
         self.step = int(step)
         self.buffers = net.work_buffers(E, self.X.shape[1], self.dtype)
@@ -253,7 +253,7 @@ class Ensemble:
 
         Inactive (diverged) instances are skipped and get NaN losses.
         """
-        if not (isinstance(n_steps, (int, np.integer)) and not isinstance(n_steps, bool) and n_steps >= 0):
+        if not (is_int(n_steps) and n_steps >= 0):
             raise ValueError(f"n_steps must be a whole number >= 0, got {n_steps!r}")
         need, avail = 8 * self.thetas.shape[0] * int(n_steps), available_memory()
         if avail is not None and need > avail:  # the losses returned: run a long training in pieces
